@@ -1,0 +1,519 @@
+"""The numba executor: runs a Program op by op, doing the arithmetic and counting every MAC, byte and hop.
+
+``run`` executes ops[start:stop] and returns the index it stopped at, so callers can
+single-step an op, a layer or a whole token. All state is arrays (see machine.MachineState
+and counters.Counters); nothing in here touches a Python object. With ``numeric`` 0 it only
+counts (the shape-only projection drives the very same loop).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .. import cost as cm
+from . import isa
+from . import kernels as K
+
+# op field columns as plain ints (numba reads module-level ints as constants)
+O_AUX = isa.F["aux"]
+O_AUX2 = isa.F["aux2"]
+O_DST = isa.F["dst"]
+O_FMT = isa.F["fmt"]
+O_K0 = isa.F["k0"]
+O_K1 = isa.F["k1"]
+O_KIND = isa.F["kind"]
+O_LAYER = isa.F["layer"]
+O_MACS = isa.F["macs"]
+O_NBYTES = isa.F["nbytes"]
+O_NUMERIC = isa.F["numeric"]
+O_OPCODE = isa.F["opcode"]
+O_OUT = isa.F["out"]
+O_R0 = isa.F["r0"]
+O_R1 = isa.F["r1"]
+O_SRC = isa.F["src"]
+O_T_CNT = isa.F["t_cnt"]
+O_T_OFF = isa.F["t_off"]
+O_TILE = isa.F["tile"]
+O_W_OFF = isa.F["w_off"]
+O_W_ROW_BYTES = isa.F["w_row_bytes"]
+PREC_INT8 = cm.PREC_INDEX["int8"]
+PREC_F32 = cm.PREC_INDEX["f32"]
+# indices into the int64 state vector ``st``
+S_NCOL, S_BATCH, S_KV_INT8, S_NREP, S_HD, S_DIM, S_HIDDEN, S_VOCAB, S_NEXP, S_NUSED, S_NUMERIC, \
+    S_EOUT0, S_H10, S_TOKEN_COLS, S_FAULT, S_FAULT_OP, S_NKV = range(17)
+N_ST = 17
+# indices into the float64 vector ``fs``
+FS_EPS, FS_TEMP, FS_DRAM_FREE, FS_INV_NLAYERS = range(4)
+N_FS = 4
+# fault codes
+FAULT_NONE, FAULT_NAN, FAULT_CONTEXT = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _comm_begin(scratch_load, touched, n_touched):
+    for i in range(n_touched):
+        scratch_load[touched[i]] = 0.0
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _route(src, dst, nbytes, kind, routes, hops, scratch_load, touched, n_touched,
+           link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr):
+    """Count one transfer along its precomputed route; returns the new number of touched links."""
+    h = hops[src, dst]
+    for i in range(h):
+        lk = routes[src, dst, i]
+        if scratch_load[lk] == 0.0:
+            touched[n_touched] = lk
+            n_touched += 1
+        scratch_load[lk] += nbytes
+        link_bytes[lk] += nbytes
+    hop_bytes[0] += nbytes * h
+    sent[src] += nbytes
+    recv[dst] += nbytes
+    kind_bytes[kind] += nbytes
+    sram_rd[src] += nbytes
+    sram_wr[dst] += nbytes
+    return n_touched
+
+
+@njit(cache=True, nogil=True)
+def _comm_end(start, max_hops, scratch_load, touched, n_touched, link_busy, params):
+    """Duration of a set of concurrent transfers: the most loaded link, plus the longest path's latency."""
+    worst = 0.0
+    for i in range(n_touched):
+        lk = touched[i]
+        cyc = cm.link_cycles(scratch_load[lk], params)
+        link_busy[lk] += cyc
+        if cyc > worst:
+            worst = cyc
+    return start + worst + max_hops * params[cm.P_HOP_LAT] + params[cm.P_OP_OVERHEAD]
+
+
+@njit(cache=True, nogil=True)
+def _sync(tiles_mask, clock):
+    """Start time of a collective: its slowest participant."""
+    start = 0.0
+    for t in range(clock.shape[0]):
+        if tiles_mask[t] and clock[t] > start:
+            start = clock[t]
+    return start
+
+
+@njit(cache=True, nogil=True)
+def _dram(tile, nbytes, start, clock, fs, params, offchip):
+    """An off-chip transfer from ``tile`` competing for the chip's one off-chip interface; returns its end."""
+    if nbytes <= 0:
+        return start
+    begin = max(start, fs[FS_DRAM_FREE])
+    ser = cm.dram_cycles(nbytes, params)
+    fs[FS_DRAM_FREE] = begin + ser
+    offchip[tile] += nbytes
+    return begin + ser + params[cm.P_DRAM_LAT]
+
+
+@njit(cache=True, nogil=True)
+def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
+        w, wi8, wf32, wu16, f16, bf16,
+        act, xq, xd, parts, kq, kd, vq, vd, kf, vf,
+        tokens, out_tokens, col_seq, col_pos, sel, selw, rng, cos_t, sin_t,
+        kv_home, kv_cap, groups, expert_tiles, embed_tab,
+        routes, hops,
+        tile_macs, tile_vec, sram_rd, sram_wr, off_rd, off_wr, link_bytes, link_busy, kind_bytes, hop_bytes,
+        sent, recv, op_cycles, op_count, clock, busy,
+        scratch_load, touched, mask, scores, qq, headout, probs):
+    """Execute ops[start:stop]; stop early at a fault (st[S_FAULT] != 0). Returns the next op index."""
+    machine_numeric = st[S_NUMERIC] == 1
+    hd = st[S_HD]
+    n_rep = st[S_NREP]
+    n_tiles = clock.shape[0]
+    i = start
+    while i < stop:
+        op = ops[i]
+        code = op[O_OPCODE]
+        tile = op[O_TILE]
+        ncol = st[S_NCOL]
+        t0 = clock[tile]
+        dur = 0.0
+        numeric = machine_numeric and op[O_NUMERIC] == 1
+        if code == isa.MATMUL:
+            e = op[O_AUX]
+            prec = fmt_prec[op[O_FMT]]
+            r0 = op[O_R0]
+            r1 = op[O_R1]
+            k0 = op[O_K0]
+            k1 = op[O_K1]
+            fmt = op[O_FMT]
+            slot = op[O_DST]
+            active = 0
+            for c in range(ncol):
+                routed = True
+                if e >= 0:
+                    routed = False
+                    for j in range(st[S_NUSED]):
+                        if sel[c, j] == e:
+                            routed = True
+                if not routed:
+                    continue
+                active += 1
+                if numeric:
+                    y = parts[slot] if slot >= 0 else act[op[O_OUT]]
+                    if fmt <= K.FMT_BF16:
+                        K.matmul_float(fmt, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
+                                       act.shape[2], act[op[O_SRC]], y, c, f16, bf16)
+                    else:
+                        K.matmul_int(fmt, w, wi8, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
+                                     xq[op[O_SRC]], xd[op[O_SRC]], y, c, f16)
+            if active > 0:
+                macs = op[O_MACS] * active
+                tile_macs[tile, prec] += macs
+                act_bytes = active * (k1 - k0) * (4 if fmt <= K.FMT_BF16 else 1) + active * (r1 - r0) * 4
+                sram_rd[tile] += op[O_NBYTES] + active * (k1 - k0) * (4 if fmt <= K.FMT_BF16 else 1)
+                sram_wr[tile] += active * (r1 - r0) * 4
+                dur = cm.compute_op_cycles(macs, prec, 0, op[O_NBYTES] + act_bytes, params)
+        elif code == isa.STREAM:
+            e = op[O_AUX]
+            routed = e < 0
+            for c in range(ncol):
+                for j in range(st[S_NUSED]):
+                    if e >= 0 and sel[c, j] == e:
+                        routed = True
+            if routed:
+                nb = op[O_NBYTES]
+                end = _dram(tile, nb, t0, clock, fs, params, off_rd)
+                sram_wr[tile] += nb
+                kind_bytes[isa.KIND_STREAM] += nb
+                dur = end - t0
+        elif code == isa.RMSNORM:
+            n = op[O_R1]
+            if numeric:
+                for c in range(ncol):
+                    K.rmsnorm(act[op[O_SRC]], act[op[O_OUT]], c, n, wf32, op[O_W_OFF] // 4, fs[FS_EPS])
+            tile_vec[tile] += ncol * 3 * n
+            sram_rd[tile] += ncol * n * 4 + n * 4
+            sram_wr[tile] += ncol * n * 4
+            dur = cm.compute_op_cycles(0, 0, ncol * 3 * n, ncol * n * 8 + n * 4, params)
+        elif code == isa.QUANT:
+            r0 = op[O_R0]
+            r1 = op[O_R1]
+            e = op[O_AUX]
+            n = r1 - r0
+            active = 0
+            for c in range(ncol):
+                if e >= 0:
+                    routed = False
+                    for j in range(st[S_NUSED]):
+                        if sel[c, j] == e:
+                            routed = True
+                    if not routed:
+                        continue
+                active += 1
+                if numeric:
+                    K.quantize_q8(act[op[O_SRC]], c, r0, r1, xq[op[O_OUT]], xd[op[O_OUT]])
+            tile_vec[tile] += active * 2 * n
+            sram_rd[tile] += active * n * 4
+            sram_wr[tile] += active * (n + (n + 31) // 32 * 4)
+            dur = cm.compute_op_cycles(0, 0, active * 2 * n, active * n * 5, params)
+        elif code == isa.ROPE:
+            r0 = op[O_R0]
+            r1 = op[O_R1]
+            if numeric:
+                for c in range(ncol):
+                    K.rope(act[op[O_OUT]], c, r0, r1, hd, col_pos[c], cos_t, sin_t)
+            n = r1 - r0
+            tile_vec[tile] += ncol * 3 * n
+            sram_rd[tile] += ncol * n * 4
+            sram_wr[tile] += ncol * n * 4
+            dur = cm.compute_op_cycles(0, 0, ncol * 3 * n, ncol * n * 8, params)
+        elif code == isa.KV_WRITE:
+            l = op[O_LAYER]
+            h = op[O_AUX]
+            cap = kv_cap[l, h]
+            kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
+            end = t0
+            for c in range(ncol):
+                seq = col_seq[c]
+                pos = col_pos[c]
+                if pos >= kq.shape[3] and pos >= kf.shape[3]:
+                    st[S_FAULT] = FAULT_CONTEXT
+                    st[S_FAULT_OP] = i
+                    return i
+                if numeric:
+                    if st[S_KV_INT8] == 1:
+                        kd[l, h, seq, pos] = K.quantize_vec(act[3], c, h * hd, hd, kq[l, h, seq, pos], 0, headout)
+                        vd[l, h, seq, pos] = K.quantize_vec(act[4], c, h * hd, hd, vq[l, h, seq, pos], 0, headout)
+                    else:
+                        for j in range(hd):
+                            kf[l, h, seq, pos, j] = act[3, c, h * hd + j]
+                            vf[l, h, seq, pos, j] = act[4, c, h * hd + j]
+                if pos < cap:
+                    sram_wr[tile] += kvb
+                else:
+                    end = _dram(tile, kvb, end, clock, fs, params, off_wr)
+                    kind_bytes[isa.KIND_KV] += kvb
+            tile_vec[tile] += ncol * 4 * hd
+            sram_rd[tile] += ncol * 2 * hd * 4
+            dur = max(cm.compute_op_cycles(0, 0, ncol * 4 * hd, ncol * 2 * hd * 4, params), end - t0)
+        elif code == isa.ATTN:
+            l = op[O_LAYER]
+            h = op[O_AUX]
+            cap = kv_cap[l, h]
+            kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
+            end = t0
+            macs = 0
+            vec = 0
+            sbytes = 0
+            for c in range(ncol):
+                seq = col_seq[c]
+                npos = col_pos[c] + 1
+                if numeric:
+                    if st[S_KV_INT8] == 1:
+                        K.attention_int8(act[2], act[op[O_OUT]], c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq,
+                                         scores, qq, headout)
+                    else:
+                        K.attention_f32(act[2], act[op[O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores, headout)
+                in_sram = min(npos, cap)
+                sbytes += in_sram * kvb
+                if npos > in_sram:
+                    end = _dram(tile, (npos - in_sram) * kvb, end, clock, fs, params, off_rd)
+                    kind_bytes[isa.KIND_KV] += (npos - in_sram) * kvb
+                macs += n_rep * npos * hd
+                vec += n_rep * npos * (hd + 4)
+            prec = PREC_INT8 if st[S_KV_INT8] == 1 else PREC_F32
+            tile_macs[tile, prec] += macs
+            tile_vec[tile] += vec
+            sram_rd[tile] += sbytes
+            sram_wr[tile] += ncol * n_rep * hd * 4
+            dur = max(cm.compute_op_cycles(macs, prec, vec, sbytes, params), end - t0)
+        elif code == isa.REDUCE:
+            r0 = op[O_R0]
+            r1 = op[O_R1]
+            ns = op[O_AUX]
+            e = op[O_AUX2]
+            active = 0
+            for c in range(ncol):
+                if e >= 0:
+                    routed = False
+                    for j in range(st[S_NUSED]):
+                        if sel[c, j] == e:
+                            routed = True
+                    if not routed:
+                        continue
+                active += 1
+                if numeric:
+                    out = act[op[O_OUT]]
+                    for r in range(r0, r1):
+                        acc = parts[0, c, r]
+                        for s in range(1, ns):
+                            acc += parts[s, c, r]
+                        out[c, r] = acc
+            n = (r1 - r0) * active
+            tile_vec[tile] += n * ns
+            sram_rd[tile] += n * ns * 4
+            sram_wr[tile] += n * 4
+            dur = cm.compute_op_cycles(0, 0, n * ns, n * (ns + 1) * 4, params)
+        elif code == isa.SILU_MUL:
+            r0 = op[O_R0]
+            r1 = op[O_R1]
+            e = op[O_AUX]
+            active = 0
+            for c in range(ncol):
+                if e >= 0:
+                    routed = False
+                    for j in range(st[S_NUSED]):
+                        if sel[c, j] == e:
+                            routed = True
+                    if not routed:
+                        continue
+                active += 1
+                if numeric:
+                    K.silu_mul(act[op[O_OUT]], act[op[O_SRC]], c, r0, r1)
+            n = (r1 - r0) * active
+            tile_vec[tile] += n * 4
+            sram_rd[tile] += n * 8
+            sram_wr[tile] += n * 4
+            dur = cm.compute_op_cycles(0, 0, n * 4, n * 12, params)
+        elif code == isa.RESADD:
+            r0 = op[O_R0]
+            r1 = op[O_R1]
+            if numeric:
+                src = act[op[O_SRC]]
+                out = act[op[O_OUT]]
+                for c in range(ncol):
+                    for r in range(r0, r1):
+                        out[c, r] = out[c, r] + src[c, r]
+            n = (r1 - r0) * ncol
+            tile_vec[tile] += n
+            sram_rd[tile] += n * 8
+            sram_wr[tile] += n * 4
+            dur = cm.compute_op_cycles(0, 0, n, n * 12, params)
+        elif code == isa.EMBED:
+            fmt = op[O_FMT]
+            g = op[O_AUX]
+            n_touched = _comm_begin(scratch_load, touched, 0)
+            for t in range(n_tiles):
+                mask[t] = False
+            gmax = 0
+            for c in range(ncol):
+                tok = tokens[c]
+                owner = embed_tab[0, 0]
+                for s in range(embed_tab.shape[0]):
+                    if embed_tab[s, 1] <= tok < embed_tab[s, 2]:
+                        owner = embed_tab[s, 0]
+                if numeric:
+                    K.dequant_row(fmt, w, wi8, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], tok, st[S_DIM],
+                                  act[op[O_OUT]], c, f16, bf16)
+                sram_rd[owner] += op[O_W_ROW_BYTES]
+                mask[owner] = True
+                for gi in range(groups.shape[1]):
+                    dst = groups[g, gi]
+                    if dst >= 0 and dst != owner:
+                        mask[dst] = True
+                        n_touched = _route(owner, dst, st[S_DIM] * 4, isa.KIND_SEND, routes, hops, scratch_load, touched,
+                                           n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
+                        if hops[owner, dst] > gmax:
+                            gmax = hops[owner, dst]
+            start_t = _sync(mask, clock)
+            end = _comm_end(start_t, gmax, scratch_load, touched, n_touched, link_busy, params)
+            for t in range(n_tiles):
+                if mask[t]:
+                    clock[t] = end
+            _comm_begin(scratch_load, touched, n_touched)
+            op_cycles[code] += end - start_t
+            op_count[code] += 1
+            i += 1
+            continue
+        elif code in (isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER, isa.MOE_DISPATCH, isa.MOE_COMBINE):
+            kind = op[O_KIND]
+            for t in range(n_tiles):
+                mask[t] = False
+            n_touched = 0
+            gmax = 0
+            if code == isa.MOE_DISPATCH or code == isa.MOE_COMBINE:
+                g = op[O_AUX2]
+                home = groups[g, 0]
+                mask[home] = True
+                if numeric and code == isa.MOE_COMBINE:
+                    out = act[op[O_OUT]]
+                    for c in range(ncol):
+                        for r in range(st[S_DIM]):
+                            acc = np.float32(0.0)
+                            for j in range(st[S_NUSED]):
+                                acc += selw[c, j] * act[st[S_EOUT0] + 3 * sel[c, j], c, r]
+                            out[c, r] = acc
+                if code == isa.MOE_COMBINE:
+                    tile_vec[home] += ncol * st[S_NUSED] * st[S_DIM]
+                for c in range(ncol):
+                    for j in range(st[S_NUSED]):
+                        e = sel[c, j]
+                        for k in range(expert_tiles.shape[2]):
+                            et = expert_tiles[g, e, k]
+                            if et < 0 or et == home:
+                                continue
+                            if code == isa.MOE_COMBINE and k > 0:
+                                continue  # the expert's reduced output leaves from its first tile only
+                            mask[et] = True
+                            a, b = (home, et) if code == isa.MOE_DISPATCH else (et, home)
+                            n_touched = _route(a, b, op[O_NBYTES], kind, routes, hops, scratch_load, touched,
+                                               n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
+                            if hops[a, b] > gmax:
+                                gmax = hops[a, b]
+            else:
+                for j in range(op[O_T_OFF], op[O_T_OFF] + op[O_T_CNT]):
+                    a = transfers[j, 0]
+                    b = transfers[j, 1]
+                    mask[a] = True
+                    mask[b] = True
+                    n_touched = _route(a, b, transfers[j, 2] * ncol, kind, routes, hops, scratch_load, touched,
+                                       n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
+                    if hops[a, b] > gmax:
+                        gmax = hops[a, b]
+            start_t = _sync(mask, clock)
+            if n_touched > 0:
+                end = _comm_end(start_t, gmax, scratch_load, touched, n_touched, link_busy, params)
+            else:
+                end = start_t
+            for t in range(n_tiles):
+                if mask[t]:
+                    clock[t] = end
+            _comm_begin(scratch_load, touched, n_touched)
+            op_cycles[code] += end - start_t
+            op_count[code] += 1
+            i += 1
+            continue
+        elif code == isa.MOE_ROUTE:
+            n_e = op[O_R1]
+            kdim = op[O_K1]
+            woff = op[O_W_OFF] // 4
+            for c in range(ncol):
+                if numeric:
+                    rl = act[op[O_OUT]]
+                    x = act[op[O_SRC]]
+                    for e in range(n_e):
+                        acc = np.float32(0.0)
+                        for k in range(kdim):
+                            acc += wf32[woff + e * kdim + k] * x[c, k]
+                        rl[c, e] = acc
+                    _topk(rl, c, n_e, st[S_NUSED], sel, selw)
+            macs = ncol * n_e * kdim
+            tile_macs[tile, PREC_F32] += macs
+            sram_rd[tile] += op[O_NBYTES] + ncol * kdim * 4
+            dur = cm.compute_op_cycles(macs, PREC_F32, ncol * n_e * 4, op[O_NBYTES], params)
+        elif code == isa.COPY:
+            batch = st[S_BATCH]
+            if ncol != batch:
+                per = ncol // batch
+                for b in range(batch):
+                    last = b * per + per - 1
+                    if numeric:
+                        for r in range(act.shape[2]):
+                            act[0, b, r] = act[0, last, r]
+                    col_seq[b] = col_seq[last]
+                    col_pos[b] = col_pos[last]
+                st[S_NCOL] = batch
+        elif code == isa.SAMPLE:
+            n = op[O_R1]
+            for c in range(ncol):
+                if numeric:
+                    for r in range(n):
+                        v = act[op[O_SRC], c, r]
+                        if v != v or v - v != 0:
+                            st[S_FAULT] = FAULT_NAN
+                            st[S_FAULT_OP] = i
+                            return i
+                    out_tokens[c] = K.sample_row(act[op[O_SRC]], c, n, fs[FS_TEMP], rng, probs)
+            tile_vec[tile] += ncol * n * 2
+            sram_rd[tile] += ncol * n * 4
+            dur = cm.compute_op_cycles(0, 0, ncol * n * 2, ncol * n * 4, params)
+        clock[tile] = t0 + dur
+        busy[tile] += dur
+        op_cycles[code] += dur
+        op_count[code] += 1
+        i += 1
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _topk(logits, c, n, k, sel, selw):
+    """Top-k experts by router logit (ties to the lower index); weights = softmax over the k chosen."""
+    for j in range(k):
+        best = -1
+        for e in range(n):
+            taken = False
+            for jj in range(j):
+                if sel[c, jj] == e:
+                    taken = True
+            if taken:
+                continue
+            if best < 0 or logits[c, e] > logits[c, best]:
+                best = e
+        sel[c, j] = best
+    mx = logits[c, sel[c, 0]]
+    tot = np.float32(0.0)
+    for j in range(k):
+        ex = np.float32(np.exp(np.float64(logits[c, sel[c, j]] - mx)))
+        selw[c, j] = ex
+        tot += ex
+    for j in range(k):
+        selw[c, j] = selw[c, j] / tot

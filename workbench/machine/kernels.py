@@ -1,0 +1,306 @@
+"""numba kernels: the arithmetic of the emulated chip, exactly as the hardware would do it.
+
+Integer formats multiply int8 activations by packed weights with int32 accumulation per
+32-element block, then scale by (weight scale x activation scale) and accumulate blocks in
+fp32 in column order. Norms, softmax, SiLU and RoPE run in fp32 on the vector unit; exp is
+evaluated in float64 and rounded to fp32 so that the numpy reference (npref.py) can match
+these kernels bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+FMT_F32, FMT_F16, FMT_BF16, FMT_Q8_0, FMT_Q4_0, FMT_TQ2_0, FMT_B1_0 = range(7)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def round_away(v):
+    """Round half away from zero (what the quantize engine does)."""
+    if v >= 0:
+        return math.floor(v + np.float32(0.5))
+    return -math.floor(-v + np.float32(0.5))
+
+
+@njit(cache=True, nogil=True)
+def quantize_q8(x, c, k0, k1, q, d):
+    """Quantize x[c, k0:k1] in blocks of 32: d = max|x| / 127, q = round(x / d), clipped to +-127."""
+    for b in range(k0 // 32, (k1 + 31) // 32):
+        amax = np.float32(0.0)
+        for j in range(32):
+            a = abs(x[c, b * 32 + j])
+            if a > amax:
+                amax = a
+        dd = np.float32(amax / np.float32(127.0))
+        d[c, b] = dd
+        for j in range(32):
+            if dd == 0:
+                q[c, b * 32 + j] = 0
+            else:
+                v = round_away(np.float32(x[c, b * 32 + j] / dd))
+                if v > 127:
+                    v = 127
+                elif v < -127:
+                    v = -127
+                q[c, b * 32 + j] = np.int8(v)
+
+
+@njit(cache=True, nogil=True)
+def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, c, f16):
+    """y[c, r0:r1] = W[r0:r1, k0:k1] @ x[c, k0:k1] for one column, integer formats."""
+    b0 = k0 // 32
+    b1 = k1 // 32
+    for r in range(r0, r1):
+        base = off + r * rb
+        acc = np.float32(0.0)
+        for b in range(b0, b1):
+            s = np.int32(0)
+            xb = b * 32
+            if fmt == FMT_Q8_0:
+                bo = base + b * 34
+                dw = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)]
+                for j in range(32):
+                    s += np.int32(wi8[bo + 2 + j]) * np.int32(xq[c, xb + j])
+            elif fmt == FMT_Q4_0:
+                bo = base + b * 18
+                dw = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)]
+                for j in range(16):
+                    byte = np.int32(w[bo + 2 + j])
+                    s += ((byte & 15) - 8) * np.int32(xq[c, xb + j]) + ((byte >> 4) - 8) * np.int32(xq[c, xb + j + 16])
+            elif fmt == FMT_TQ2_0:
+                blk = b // 8
+                sub = b % 8
+                bo = base + blk * 66
+                dw = f16[np.int64(w[bo + 64]) | (np.int64(w[bo + 65]) << 8)]
+                shift = 2 * (sub % 4)
+                qbase = bo + (sub // 4) * 32
+                for m in range(32):
+                    code = (np.int32(w[qbase + m]) >> shift) & 3
+                    if code == 2:      # +1: add
+                        s += np.int32(xq[c, xb + m])
+                    elif code == 0:    # -1: subtract
+                        s -= np.int32(xq[c, xb + m])
+            else:  # FMT_B1_0: sign bits
+                bo = base + b * 6
+                dw = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)]
+                for j in range(32):
+                    if (np.int32(w[bo + 2 + (j >> 3)]) >> (j & 7)) & 1:
+                        s += np.int32(xq[c, xb + j])
+                    else:
+                        s -= np.int32(xq[c, xb + j])
+            acc += (dw * xd[c, b]) * np.float32(s)
+        y[c, r] = acc
+
+
+@njit(cache=True, nogil=True)
+def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, y, c, f16, bf16):
+    """Float formats: fp32 multiply-accumulate in column order (f16/bf16 weights widened exactly)."""
+    kend = min(k1, kmax)
+    for r in range(r0, r1):
+        acc = np.float32(0.0)
+        if fmt == FMT_F32:
+            base = (off + r * rb) // 4
+            for k in range(k0, kend):
+                acc += wf32[base + k] * x[c, k]
+        elif fmt == FMT_F16:
+            base = (off + r * rb) // 2
+            for k in range(k0, kend):
+                acc += f16[wu16[base + k]] * x[c, k]
+        else:
+            base = (off + r * rb) // 2
+            for k in range(k0, kend):
+                acc += bf16[wu16[base + k]] * x[c, k]
+        y[c, r] = acc
+
+
+@njit(cache=True, nogil=True)
+def dequant_row(fmt, w, wi8, wf32, wu16, off, rb, row, cols, out, c, f16, bf16):
+    """out[c, :cols] = row ``row`` of a tensor, dequantized (the embedding lookup)."""
+    base = off + row * rb
+    for k in range(cols):
+        if fmt == FMT_F32:
+            v = wf32[base // 4 + k]
+        elif fmt == FMT_F16:
+            v = f16[wu16[base // 2 + k]]
+        elif fmt == FMT_BF16:
+            v = bf16[wu16[base // 2 + k]]
+        elif fmt == FMT_Q8_0:
+            bo = base + (k // 32) * 34
+            v = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)] * np.float32(wi8[bo + 2 + k % 32])
+        elif fmt == FMT_Q4_0:
+            bo = base + (k // 32) * 18
+            j = k % 32
+            byte = np.int32(w[bo + 2 + (j % 16)])
+            nib = (byte & 15) if j < 16 else (byte >> 4)
+            v = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)] * np.float32(nib - 8)
+        elif fmt == FMT_TQ2_0:
+            bo = base + (k // 256) * 66
+            i = k % 256
+            code = (np.int32(w[bo + (i // 128) * 32 + i % 32]) >> (2 * ((i % 128) // 32))) & 3
+            v = f16[np.int64(w[bo + 64]) | (np.int64(w[bo + 65]) << 8)] * np.float32(code - 1)
+        else:
+            bo = base + (k // 32) * 6
+            j = k % 32
+            bit = (np.int32(w[bo + 2 + (j >> 3)]) >> (j & 7)) & 1
+            v = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)] * np.float32(1.0 if bit else -1.0)
+        out[c, k] = v
+
+
+@njit(cache=True, nogil=True)
+def rmsnorm(x, out, c, n, wf32, w_idx, eps):
+    ss = np.float32(0.0)
+    for j in range(n):
+        ss += x[c, j] * x[c, j]
+    ss = ss / np.float32(n) + np.float32(eps)
+    scale = np.float32(1.0) / np.float32(math.sqrt(ss))
+    for j in range(n):
+        out[c, j] = wf32[w_idx + j] * (scale * x[c, j])
+
+
+@njit(cache=True, nogil=True)
+def rope(buf, c, r0, r1, head_dim, pos, cos_t, sin_t):
+    for r in range(r0 - r0 % 2, r1, 2):
+        i = (r % head_dim) // 2
+        fcr = cos_t[pos, i]
+        fci = sin_t[pos, i]
+        v0 = buf[c, r]
+        v1 = buf[c, r + 1]
+        buf[c, r] = v0 * fcr - v1 * fci
+        buf[c, r + 1] = v0 * fci + v1 * fcr
+
+
+@njit(cache=True, nogil=True)
+def silu_mul(h1, h3, c, r0, r1):
+    for r in range(r0, r1):
+        v = h1[c, r]
+        sig = np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-np.float64(v))))
+        h1[c, r] = v * sig * h3[c, r]
+
+
+@njit(cache=True, nogil=True)
+def quantize_vec(src, c, lo, hd, qout, dout_idx, dout):
+    """One head vector src[c, lo:lo+hd] -> qout[:hd] int8 with a single scale, returned and stored."""
+    amax = np.float32(0.0)
+    for j in range(hd):
+        a = abs(src[c, lo + j])
+        if a > amax:
+            amax = a
+    d = np.float32(amax / np.float32(127.0))
+    for j in range(hd):
+        if d == 0:
+            qout[j] = 0
+        else:
+            v = round_away(np.float32(src[c, lo + j] / d))
+            if v > 127:
+                v = 127
+            elif v < -127:
+                v = -127
+            qout[j] = np.int8(v)
+    return d
+
+
+@njit(cache=True, nogil=True)
+def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores, qq, out):
+    """Attention of the n_rep query heads of kv-head h over positions 0..npos-1 of an int8 KV cache."""
+    inv = np.float32(1.0 / math.sqrt(hd))
+    for hq in range(h * n_rep, (h + 1) * n_rep):
+        lo = hq * hd
+        dq = quantize_vec(q, c, lo, hd, qq, 0, out)
+        mx = np.float32(-np.inf)
+        for t in range(npos):
+            s = np.int32(0)
+            for j in range(hd):
+                s += np.int32(qq[j]) * np.int32(kq[l, h, seq, t, j])
+            sc = (dq * kd[l, h, seq, t]) * np.float32(s) * inv
+            scores[t] = sc
+            if sc > mx:
+                mx = sc
+        _softmax_weighted(scores, npos, mx, vq, vd, l, h, seq, hd, out)
+        for j in range(hd):
+            att[c, lo + j] = out[j]
+
+
+@njit(cache=True, nogil=True)
+def _softmax_weighted(scores, npos, mx, vq, vd, l, h, seq, hd, out):
+    tot = np.float32(0.0)
+    for t in range(npos):
+        e = np.float32(math.exp(np.float64(scores[t] - mx)))
+        scores[t] = e
+        tot += e
+    for j in range(hd):
+        out[j] = np.float32(0.0)
+    for t in range(npos):
+        p = scores[t] / tot
+        dv = vd[l, h, seq, t]
+        for j in range(hd):
+            out[j] += p * (dv * np.float32(vq[l, h, seq, t, j]))
+
+
+@njit(cache=True, nogil=True)
+def attention_f32(q, att, c, h, n_rep, hd, npos, kf, vf, l, seq, scores, out):
+    """The f32 reference path: float K and V."""
+    inv = np.float32(1.0 / math.sqrt(hd))
+    for hq in range(h * n_rep, (h + 1) * n_rep):
+        lo = hq * hd
+        mx = np.float32(-np.inf)
+        for t in range(npos):
+            s = np.float32(0.0)
+            for j in range(hd):
+                s += q[c, lo + j] * kf[l, h, seq, t, j]
+            s = s * inv
+            scores[t] = s
+            if s > mx:
+                mx = s
+        tot = np.float32(0.0)
+        for t in range(npos):
+            e = np.float32(math.exp(np.float64(scores[t] - mx)))
+            scores[t] = e
+            tot += e
+        for j in range(hd):
+            out[j] = np.float32(0.0)
+        for t in range(npos):
+            p = scores[t] / tot
+            for j in range(hd):
+                out[j] += p * vf[l, h, seq, t, j]
+        for j in range(hd):
+            att[c, lo + j] = out[j]
+
+
+@njit(cache=True, nogil=True)
+def random_u32(state):
+    s = state[0]
+    s ^= s >> np.uint64(12)
+    s ^= s << np.uint64(25)
+    s ^= s >> np.uint64(27)
+    state[0] = s
+    return (s * np.uint64(0x2545F4914F6CDD1D)) >> np.uint64(32)
+
+
+@njit(cache=True, nogil=True)
+def sample_row(logits, c, n, temperature, state, probs):
+    """Greedy (first index of the max) at temperature 0, else llama2.c's xorshift* multinomial draw."""
+    best = 0
+    mx = logits[c, 0]
+    for i in range(1, n):
+        if logits[c, i] > mx:
+            mx = logits[c, i]
+            best = i
+    if temperature <= 0.0:
+        return best
+    t = np.float32(temperature)
+    m2 = np.float32(mx / t)
+    tot = np.float32(0.0)
+    for i in range(n):
+        e = np.float32(math.exp(np.float64(np.float32(logits[c, i] / t) - m2)))
+        probs[i] = e
+        tot += e
+    coin = np.float32(np.float32(random_u32(state) >> np.uint64(8)) / np.float32(16777216.0))
+    cdf = np.float32(0.0)
+    for i in range(n):
+        cdf += probs[i] / tot
+        if coin < cdf:
+            return i
+    return n - 1
