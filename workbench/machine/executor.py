@@ -235,7 +235,7 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             for c in range(ncol):
                 seq = col_seq[c]
                 pos = col_pos[c]
-                if pos >= kq.shape[3] and pos >= kf.shape[3]:
+                if machine_numeric and pos >= kq.shape[3] and pos >= kf.shape[3]:
                     st[S_FAULT] = FAULT_CONTEXT
                     st[S_FAULT_OP] = i
                     return i

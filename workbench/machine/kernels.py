@@ -19,10 +19,12 @@ FMT_F32, FMT_F16, FMT_BF16, FMT_Q8_0, FMT_Q4_0, FMT_TQ2_0, FMT_B1_0 = range(7)
 
 @njit(cache=True, nogil=True, inline="always")
 def round_away(v):
-    """Round half away from zero (what the quantize engine does)."""
-    if v >= 0:
-        return math.floor(v + np.float32(0.5))
-    return -math.floor(-v + np.float32(0.5))
+    """Round half away from zero without the floor(v + 0.5) trap (0.49999997 + 0.5 rounds up in fp32)."""
+    a = abs(v)
+    f = math.floor(a)
+    if a - f >= np.float32(0.5):
+        f += 1.0
+    return f if v >= 0 else -f
 
 
 @njit(cache=True, nogil=True)

@@ -43,7 +43,7 @@ class QTensor:
     fmt: 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'tq1_0' | 'tq2_0' | 'b1_0'.
     shape: logical shape in elements (rows..., cols), row-major.
     data: for float formats a typed array of ``shape`` (bf16 as uint16 bits);
-          for block formats uint8 of shape (*shape[:-1], cols // block * block_bytes).
+          for block formats uint8 of shape (*shape[:-1], ceil(cols / block) * block_bytes), the tail zero-padded.
     """
 
     fmt: str

@@ -1,0 +1,125 @@
+"""A workbench: chip + model + options + a running machine, driven by the shared commands.
+
+The TUI and the session runner both hold a Bench and call the same methods, so a recorded
+session replays exactly what the user saw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .chip import load_chip
+from .compiler import CompileOptions
+from .errors import WorkbenchError
+from .machine.machine import Machine
+from .model.load import load_model
+
+DEFAULT_CHIP = "teaching-4x4"
+DEFAULT_MODEL = "tinytales"
+DEFAULT_PROMPT = "Once upon a time"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything that defines a run. chip/model: bundled names or paths (relative to ``base``)."""
+
+    chip: str = DEFAULT_CHIP
+    model: str = DEFAULT_MODEL
+    tokenizer: str | None = None
+    precision: str = "int8"
+    mapping: str = "auto"
+    batch: int = 1
+    prompt: str = DEFAULT_PROMPT
+    temperature: float = 0.0
+    seed: int = 0
+    context: int = 0
+    prefill_chunk: int = 32
+
+
+class Bench:
+    """Owns the loaded chip and model and the Machine built from them."""
+
+    def __init__(self, options: BenchOptions | None = None, *, base: Path | None = None):
+        self.options = options or BenchOptions()
+        self.base = base
+        self._chip_key = self._model_key = None
+        self.chip = self.model = self.machine = None
+        self.rebuild()
+
+    # -- building ----------------------------------------------------------------------------------
+    def _resolve(self, value: str) -> str:
+        if self.base is not None and not Path(value).is_absolute() and (self.base / value).exists():
+            return str(self.base / value)
+        return value
+
+    def rebuild(self) -> None:
+        """(Re)load what changed, recompile, reset, and queue the prompt."""
+        o = self.options
+        if self._chip_key != o.chip:
+            self.chip = load_chip(self._resolve(o.chip))
+            self._chip_key = o.chip
+        if self._model_key != (o.model, o.tokenizer):
+            self.model = load_model(self._resolve(o.model), tokenizer=self._resolve(o.tokenizer) if o.tokenizer else None)
+            self._model_key = (o.model, o.tokenizer)
+        cfg = self.model.config
+        copts = CompileOptions(precision=o.precision, mapping=o.mapping, batch=o.batch, context=o.context,
+                               prefill_chunk=o.prefill_chunk)
+        self.machine = Machine(self.chip, self.model, copts, temperature=o.temperature, seed=o.seed)
+        self.prompt_ids = self.encode(o.prompt)
+        if len(self.prompt_ids) >= self.machine.plan.context:
+            raise WorkbenchError(f"the prompt has {len(self.prompt_ids)} tokens; the context is {self.machine.plan.context}"
+                                 f" (the model's is {cfg.seq_len})", key="prompt")
+        self.machine.set_prompt(self.prompt_ids)
+
+    def set(self, name: str, value) -> str:
+        """Change one option, rebuild, and say what changed. On error nothing changes."""
+        if not hasattr(self.options, name):
+            raise WorkbenchError(f"unknown option '{name}'")
+        old = self.options
+        current = getattr(old, name)
+        try:
+            if isinstance(current, bool) or current is None:
+                value = value
+            elif isinstance(current, int):
+                value = int(value)
+            elif isinstance(current, float):
+                value = float(value)
+        except (TypeError, ValueError):
+            raise WorkbenchError(f"{name} expects a {type(current).__name__}, got {value!r}", key=name) from None
+        self.options = replace(old, **{name: value})
+        try:
+            self.rebuild()
+        except Exception:
+            self.options = old
+            self._chip_key = self._model_key = None
+            self.rebuild()
+            raise
+        return f"{name}: {current} -> {value}; recompiled ({self.machine.plan.mapping} mapping), reset"
+
+    # -- text --------------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        tok = self.model.tokenizer
+        if not text:
+            return [tok.bos_id if tok else 1]
+        if tok is None:
+            try:  # a model without a tokenizer takes token ids
+                return [1] + [int(x) for x in text.replace(",", " ").split()]
+            except ValueError:
+                raise WorkbenchError("this model has no tokenizer: give the prompt as token ids, e.g. '461 401'",
+                                     key="prompt") from None
+        return tok.encode(text, bos=True)
+
+    def decode(self, ids: list[int]) -> str:
+        tok = self.model.tokenizer
+        if tok is None:
+            return " ".join(str(i) for i in ids)
+        return tok.decode(ids)
+
+    def text(self, seq: int = 0) -> str:
+        """The generated continuation of sequence ``seq``."""
+        return self.decode(self.machine.generated[seq])
+
+    @property
+    def eos_id(self) -> int:
+        return self.model.tokenizer.eos_id if self.model.tokenizer else 2
