@@ -122,7 +122,7 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
         routes, hops,
         tile_macs, tile_vec, sram_rd, sram_wr, off_rd, off_wr, link_bytes, link_busy, kind_bytes, hop_bytes,
         sent, recv, op_cycles, op_count, clock, busy,
-        scratch_load, touched, mask, scores, qq, headout, probs):
+        scratch_load, touched, mask, scores, qq, headout, probs, colmask, wv, accbuf):
     """Execute ops[start:stop]; stop early at a fault (st[S_FAULT] != 0). Returns the next op index."""
     machine_numeric = st[S_NUMERIC] == 1
     hd = st[S_HD]
@@ -154,17 +154,19 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                     for j in range(st[S_NUSED]):
                         if sel[c, j] == e:
                             routed = True
-                if not routed:
-                    continue
-                active += 1
-                if numeric:
-                    y = parts[slot] if slot >= 0 else act[op[O_OUT]]
-                    if fmt <= K.FMT_BF16:
-                        K.matmul_float(fmt, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
-                                       act.shape[2], act[op[O_SRC]], y, c, f16, bf16)
-                    else:
-                        K.matmul_int(fmt, w, wi8, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
-                                     xq[op[O_SRC]], xd[op[O_SRC]], y, c, f16)
+                colmask[c] = routed
+                if routed:
+                    active += 1
+            if numeric and active > 0:
+                y = parts[slot] if slot >= 0 else act[op[O_OUT]]
+                if fmt <= K.FMT_BF16:
+                    for c in range(ncol):
+                        if colmask[c]:
+                            K.matmul_float(fmt, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
+                                           act.shape[2], act[op[O_SRC]], y, c, f16, bf16)
+                else:
+                    K.matmul_int(fmt, w, wi8, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
+                                 xq[op[O_SRC]], xd[op[O_SRC]], y, colmask, ncol, f16, wv, accbuf)
             if active > 0:
                 macs = op[O_MACS] * active
                 tile_macs[tile, prec] += macs

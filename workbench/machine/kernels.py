@@ -50,51 +50,66 @@ def quantize_q8(x, c, k0, k1, q, d):
                 q[c, b * 32 + j] = np.int8(v)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _decode_block(fmt, w, wi8, base, b, wv):
+    """Unpack the 32 weights of column block b of one row into wv (int32); returns the block's scale index.
+
+    Ternary codes become -1/0/+1 and binary bits -1/+1, so the dot product below is additions and
+    subtractions only for those formats, as in a ternary/binary MAC array.
+    """
+    if fmt == FMT_Q8_0:
+        bo = base + b * 34
+        for j in range(32):
+            wv[j] = wi8[bo + 2 + j]
+        return bo
+    if fmt == FMT_Q4_0:
+        bo = base + b * 18
+        for j in range(16):
+            byte = np.int32(w[bo + 2 + j])
+            wv[j] = (byte & 15) - 8
+            wv[j + 16] = (byte >> 4) - 8
+        return bo
+    if fmt == FMT_TQ2_0:
+        sub = b % 8
+        bo = base + (b // 8) * 66
+        shift = 2 * (sub % 4)
+        qbase = bo + (sub // 4) * 32
+        for m in range(32):
+            wv[m] = ((np.int32(w[qbase + m]) >> shift) & 3) - 1
+        return bo + 64
+    bo = base + b * 6  # FMT_B1_0
+    for j in range(32):
+        wv[j] = 1 if (np.int32(w[bo + 2 + (j >> 3)]) >> (j & 7)) & 1 else -1
+    return bo
+
+
 @njit(cache=True, nogil=True)
-def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, c, f16):
-    """y[c, r0:r1] = W[r0:r1, k0:k1] @ x[c, k0:k1] for one column, integer formats."""
+def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f16, wv, acc):
+    """y[c, r0:r1] = W[r0:r1, k0:k1] @ x[c, k0:k1] for every column c with colmask[c], integer formats.
+
+    Each weight block is unpacked once and used by all columns (weights are read once per batch);
+    per column: int32 sum over the block, times (weight scale x activation scale), accumulated in fp32.
+    """
     b0 = k0 // 32
     b1 = k1 // 32
     for r in range(r0, r1):
         base = off + r * rb
-        acc = np.float32(0.0)
+        for c in range(ncol):
+            acc[c] = np.float32(0.0)
         for b in range(b0, b1):
-            s = np.int32(0)
+            so = _decode_block(fmt, w, wi8, base, b, wv)
+            dw = f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)]
             xb = b * 32
-            if fmt == FMT_Q8_0:
-                bo = base + b * 34
-                dw = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)]
+            for c in range(ncol):
+                if not colmask[c]:
+                    continue
+                s = np.int32(0)
                 for j in range(32):
-                    s += np.int32(wi8[bo + 2 + j]) * np.int32(xq[c, xb + j])
-            elif fmt == FMT_Q4_0:
-                bo = base + b * 18
-                dw = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)]
-                for j in range(16):
-                    byte = np.int32(w[bo + 2 + j])
-                    s += ((byte & 15) - 8) * np.int32(xq[c, xb + j]) + ((byte >> 4) - 8) * np.int32(xq[c, xb + j + 16])
-            elif fmt == FMT_TQ2_0:
-                blk = b // 8
-                sub = b % 8
-                bo = base + blk * 66
-                dw = f16[np.int64(w[bo + 64]) | (np.int64(w[bo + 65]) << 8)]
-                shift = 2 * (sub % 4)
-                qbase = bo + (sub // 4) * 32
-                for m in range(32):
-                    code = (np.int32(w[qbase + m]) >> shift) & 3
-                    if code == 2:      # +1: add
-                        s += np.int32(xq[c, xb + m])
-                    elif code == 0:    # -1: subtract
-                        s -= np.int32(xq[c, xb + m])
-            else:  # FMT_B1_0: sign bits
-                bo = base + b * 6
-                dw = f16[np.int64(w[bo]) | (np.int64(w[bo + 1]) << 8)]
-                for j in range(32):
-                    if (np.int32(w[bo + 2 + (j >> 3)]) >> (j & 7)) & 1:
-                        s += np.int32(xq[c, xb + j])
-                    else:
-                        s -= np.int32(xq[c, xb + j])
-            acc += (dw * xd[c, b]) * np.float32(s)
-        y[c, r] = acc
+                    s += wv[j] * np.int32(xq[c, xb + j])
+                acc[c] += (dw * xd[c, b]) * np.float32(s)
+        for c in range(ncol):
+            if colmask[c]:
+                y[c, r] = acc[c]
 
 
 @njit(cache=True, nogil=True)

@@ -167,6 +167,9 @@ class Machine:
                          np.zeros(plan.context + 1, np.float32), np.zeros(cfg.head_dim, np.int8),
                          np.zeros(cfg.head_dim, np.float32), np.zeros(cfg.vocab_size, np.float32))
         self._gmax = gmax
+        self._colmask = np.zeros(self.max_cols, np.bool_)
+        self._wv = np.zeros(32, np.int32)
+        self._acc = np.zeros(self.max_cols, np.float32)
 
     def reset(self) -> None:
         """Empty KV cache, zero counters, position 0."""
@@ -278,7 +281,7 @@ class Machine:
                          self._routes, self._hops,
                          c.tile_macs, c.tile_vec, c.sram_rd, c.sram_wr, c.off_rd, c.off_wr, c.link_bytes, c.link_busy,
                          c.kind_bytes, c.hop_bytes, c.sent, c.recv, c.op_cycles, c.op_count, c.clock, c.busy,
-                         sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6])
+                         sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], self._colmask, self._wv, self._acc)
         if self._st[ex.S_FAULT]:
             self._raise_fault()
 
