@@ -174,3 +174,53 @@ def _register_extras() -> None:
 
 
 _register_extras()
+
+
+@app.command("eval")
+def eval_cmd(
+    target: str = typer.Argument(..., help="Bundled model name or path."),
+    precision: list[str] = typer.Option(["int8"], "--precision", help="Precision(s) to evaluate (repeatable)."),
+    text: str = typer.Option(None, "--text", help="Held-out text file (default: models/<name>-heldout.txt or the model's own)."),
+    chip: str = typer.Option("teaching-4x4", "--chip", help="Chip to emulate on."),
+    tokenizer: str = typer.Option(None, "--tokenizer", help="tokenizer.bin for a llama2.c checkpoint."),
+    max_tokens: int = typer.Option(2048, "--max-tokens", help="Evaluate at most this many tokens."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Perplexity on held-out text and top-1 agreement with the f32 reference, per precision."""
+    import json
+    from pathlib import Path
+
+    from ..chip import load_chip
+    from ..data import data_dir
+    from ..errors import WorkbenchError
+    from ..evaluate import evaluate
+    from ..model.load import load_model
+
+    model = load_model(target, tokenizer=tokenizer)
+    if model.tokenizer is None:
+        raise WorkbenchError("the model has no tokenizer: give --tokenizer to evaluate on text", source=target)
+    if text is None:
+        guess = data_dir("models") / f"{Path(target).stem}-heldout.txt"
+        if not guess.is_file():
+            raise WorkbenchError("no held-out text: give --text FILE", source=target)
+        text = str(guess)
+    try:
+        body = Path(text).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkbenchError(f"cannot read held-out text ({exc})", source=text) from None
+    ids = model.tokenizer.encode(body, bos=True)
+    chip_spec = load_chip(chip)
+    results = [evaluate(chip_spec, model, ids, p, max_tokens=max_tokens)
+               for p in precision]
+    if as_json:
+        print(json.dumps([r.to_dict() for r in results], sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{model.config.name}: {results[0].tokens} held-out tokens from {text}")
+    for col in ("precision", "perplexity", "f32 reference", "top-1 agreement"):
+        t.add_column(col, justify="right")
+    for r in results:
+        t.add_row(r.precision, f"{r.perplexity:.3f}", f"{r.reference_perplexity:.3f}", f"{100 * r.top1_agreement:.1f} %")
+    Console().print(t)

@@ -51,21 +51,17 @@ def quantize_q8(x, c, k0, k1, q, d):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _decode_block(fmt, w, wi8, base, b, wv):
-    """Unpack the 32 weights of column block b of one row into wv (int32); returns the block's scale index.
+def _decode_block(fmt, w, base, b, wv):
+    """Unpack the 32 weights of column block b of one row into wv (int8); returns the byte offset of its scale.
 
-    Ternary codes become -1/0/+1 and binary bits -1/+1, so the dot product below is additions and
+    Ternary codes become -1/0/+1 and binary bits -1/+1, so the dot products below are additions and
     subtractions only for those formats, as in a ternary/binary MAC array.
     """
-    if fmt == FMT_Q8_0:
-        bo = base + b * 34
-        for j in range(32):
-            wv[j] = wi8[bo + 2 + j]
-        return bo
     if fmt == FMT_Q4_0:
         bo = base + b * 18
+        packed = w[bo + 2: bo + 18]
         for j in range(16):
-            byte = np.int32(w[bo + 2 + j])
+            byte = np.int32(packed[j])
             wv[j] = (byte & 15) - 8
             wv[j + 16] = (byte >> 4) - 8
         return bo
@@ -73,14 +69,23 @@ def _decode_block(fmt, w, wi8, base, b, wv):
         sub = b % 8
         bo = base + (b // 8) * 66
         shift = 2 * (sub % 4)
-        qbase = bo + (sub // 4) * 32
+        codes = w[bo + (sub // 4) * 32: bo + (sub // 4) * 32 + 32]
         for m in range(32):
-            wv[m] = ((np.int32(w[qbase + m]) >> shift) & 3) - 1
+            wv[m] = ((np.int32(codes[m]) >> shift) & 3) - 1
         return bo + 64
-    bo = base + b * 6  # FMT_B1_0
+    bo = base + b * 6  # FMT_B1_0: sign bits
+    bits = w[bo + 2: bo + 6]
     for j in range(32):
-        wv[j] = 1 if (np.int32(w[bo + 2 + (j >> 3)]) >> (j & 7)) & 1 else -1
+        wv[j] = 1 if (np.int32(bits[j >> 3]) >> (j & 7)) & 1 else -1
     return bo
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dot32(wb, xb):
+    s = np.int32(0)
+    for j in range(32):
+        s += np.int32(wb[j]) * np.int32(xb[j])
+    return s
 
 
 @njit(cache=True, nogil=True)
@@ -92,21 +97,37 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
     """
     b0 = k0 // 32
     b1 = k1 // 32
+    if ncol == 1 and fmt == FMT_Q8_0:  # the common decode case: one column, plain int8 blocks
+        if colmask[0]:
+            xrow = xq[0]
+            drow = xd[0]
+            for r in range(r0, r1):
+                base = off + r * rb
+                a = np.float32(0.0)
+                for b in range(b0, b1):
+                    so = base + b * 34
+                    dw = f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)]
+                    s = _dot32(wi8[so + 2: so + 34], xrow[b * 32: b * 32 + 32])
+                    a += (dw * drow[b]) * np.float32(s)
+                y[0, r] = a
+        return
     for r in range(r0, r1):
         base = off + r * rb
         for c in range(ncol):
             acc[c] = np.float32(0.0)
         for b in range(b0, b1):
-            so = _decode_block(fmt, w, wi8, base, b, wv)
+            if fmt == FMT_Q8_0:
+                so = base + b * 34
+                wb = wi8[so + 2: so + 34]
+            else:
+                so = _decode_block(fmt, w, base, b, wv)
+                wb = wv
             dw = f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)]
-            xb = b * 32
+            xb0 = b * 32
             for c in range(ncol):
-                if not colmask[c]:
-                    continue
-                s = np.int32(0)
-                for j in range(32):
-                    s += wv[j] * np.int32(xq[c, xb + j])
-                acc[c] += (dw * xd[c, b]) * np.float32(s)
+                if colmask[c]:
+                    s = _dot32(wb, xq[c, xb0: xb0 + 32])
+                    acc[c] += (dw * xd[c, b]) * np.float32(s)
         for c in range(ncol):
             if colmask[c]:
                 y[c, r] = acc[c]

@@ -168,7 +168,7 @@ class Machine:
                          np.zeros(cfg.head_dim, np.float32), np.zeros(cfg.vocab_size, np.float32))
         self._gmax = gmax
         self._colmask = np.zeros(self.max_cols, np.bool_)
-        self._wv = np.zeros(32, np.int32)
+        self._wv = np.zeros(32, np.int8)
         self._acc = np.zeros(self.max_cols, np.float32)
 
     def reset(self) -> None:
@@ -347,6 +347,19 @@ class Machine:
     def _ensure_started(self) -> None:
         if not self.prompt:
             raise WorkbenchError("no prompt set: call set_prompt([bos, ...]) first")
+
+    def feed(self, token: int) -> np.ndarray:
+        """Teacher forcing: run one step with ``token`` as the input at the next position; returns its logits (B, vocab).
+
+        The first call after set_prompt consumes the prompt instead (its logits are those of the prompt's last token).
+        """
+        self._ensure_started()
+        if self.pending or self.in_pass:
+            self.step_token()
+        else:
+            self.last_tokens[:] = token
+            self.step_token()
+        return self.logits()
 
     def step_token_cycles(self) -> float:
         """Chip cycles of the last token step."""
