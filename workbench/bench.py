@@ -36,12 +36,30 @@ class BenchOptions:
     context: int = 0
     prefill_chunk: int = 32
 
+    def validate(self) -> "BenchOptions":
+        """Check the flags before anything is loaded, so a typo is reported first."""
+        from .compiler import MAPPINGS
+        from .precision import EMULATED_PRECISIONS
+
+        if self.precision not in EMULATED_PRECISIONS:
+            raise WorkbenchError(f"unknown precision '{self.precision}' (choose from {', '.join(EMULATED_PRECISIONS)})",
+                                 key="precision")
+        if self.mapping not in MAPPINGS:
+            raise WorkbenchError(f"unknown mapping '{self.mapping}' (choose from {', '.join(MAPPINGS)})", key="mapping")
+        if not 1 <= self.batch <= 4096:
+            raise WorkbenchError(f"batch must be between 1 and 4096, got {self.batch}", key="batch")
+        if not 0 <= self.temperature <= 100:
+            raise WorkbenchError(f"temperature must be between 0 and 100, got {self.temperature}", key="temperature")
+        if self.context < 0:
+            raise WorkbenchError(f"context must be 0 (the model's) or more, got {self.context}", key="context")
+        return self
+
 
 class Bench:
     """Owns the loaded chip and model and the Machine built from them."""
 
     def __init__(self, options: BenchOptions | None = None, *, base: Path | None = None):
-        self.options = options or BenchOptions()
+        self.options = (options or BenchOptions()).validate()
         self.base = base
         self._chip_key = self._model_key = None
         self.chip = self.model = self.machine = None
@@ -89,6 +107,7 @@ class Bench:
             raise WorkbenchError(f"{name} expects a {type(current).__name__}, got {value!r}", key=name) from None
         self.options = replace(old, **{name: value})
         try:
+            self.options.validate()
             self.rebuild()
         except Exception:
             self.options = old
