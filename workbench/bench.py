@@ -34,7 +34,7 @@ class BenchOptions:
     temperature: float = 0.0
     seed: int = 0
     context: int = 0
-    prefill_chunk: int = 32
+    prefill_chunk: int = 16
 
     def validate(self) -> "BenchOptions":
         """Check the flags before anything is loaded, so a typo is reported first."""

@@ -553,7 +553,7 @@ def _build(doc: dict, reader: _Reader, path: Path) -> ChipSpec:
     memory = v["memory"]
     if memory["capacity_gib"] > 0:
         if memory["kind"] == "none":
-            raise reader.fail("memory.kind", f"expected a memory type when capacity_gib > 0, found 'none'")
+            raise reader.fail("memory.kind", "expected a memory type when capacity_gib > 0, found 'none'")
         if memory["bandwidth_gb_per_s"] <= 0:
             raise reader.fail("memory.bandwidth_gb_per_s", "expected a bandwidth > 0 when capacity_gib > 0, found 0")
     elif memory["kind"] != "none":

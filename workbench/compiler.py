@@ -10,7 +10,7 @@ into a staging buffer each step. Everything here is shapes and bytes: no numeric
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -19,8 +19,8 @@ from .machine import isa
 from .machine.tensors import TensorInfo, padded_cols, tensor_table
 from .machine.topology import Topology, build
 from .model.config import ModelConfig
-from .precision import EMULATED_PRECISIONS, WEIGHT_FORMAT
-from .cost import PREC_INDEX
+from .precision import EMULATED_PRECISIONS
+
 
 MAPPINGS = ("tensor", "pipeline", "hybrid", "auto")
 MAX_GROUP_TILES = 64      # a tensor-parallel group larger than this spends more on all-reduce than it saves
@@ -37,7 +37,7 @@ class CompileOptions:
     mapping: str = "auto"
     batch: int = 1
     context: int = 0
-    prefill_chunk: int = 32
+    prefill_chunk: int = 16
 
     def validated(self, config: ModelConfig) -> "CompileOptions":
         if self.precision not in EMULATED_PRECISIONS:
@@ -140,7 +140,7 @@ def split(n: int, parts: int, unit: int) -> list[tuple[int, int]]:
     out, start = [], 0
     for p in range(parts):
         take = units // parts + (1 if p < units % parts else 0)
-        lo, hi = start * unit, min((start + take) * unit, n)
+        lo, hi = min(start * unit, n), min((start + take) * unit, n)
         out.append((lo, max(lo, hi)))
         start += take
     return out
@@ -189,11 +189,14 @@ def _place(chip, config: ModelConfig, options: CompileOptions, mapping: str) -> 
     layer_group = [min(l * G // config.n_layers, G - 1) for l in range(config.n_layers)]
     cap = int(chip.sram_bytes_per_tile)
 
-    # activation working set per tile: a few dim-wide vectors and this tile's share of the hidden ones
-    cols = options.batch * max(1, options.prefill_chunk)
+    # activation working set per tile: the input vector (fp32 + its int8 copy) and this tile's share of the
+    # outputs, per column; a prefill chunk that does not fit is halved (the chunk is a schedule choice)
     g_max = max(len(g) for g in groups)
-    per_col = ACT_BYTES * (4 * config.dim + config.q_dim + 2 * config.kv_dim + config.vocab_size // g_max
-                           + 3 * (-(-config.hidden_dim * max(config.n_experts_used, 1) // g_max)))
+    per_col = (5 * config.dim + ACT_BYTES * (-(-(config.q_dim + 2 * config.kv_dim + config.vocab_size
+                                               + 3 * config.hidden_dim * max(config.n_experts_used, 1)) // g_max)))
+    while options.prefill_chunk > 1 and per_col * options.batch * options.prefill_chunk > cap // 4:
+        options = replace(options, prefill_chunk=options.prefill_chunk // 2)
+    cols = options.batch * options.prefill_chunk
     act = np.zeros(T, dtype=np.int64)
     for g in groups:
         act[g] = per_col * cols
@@ -212,29 +215,10 @@ def _place(chip, config: ModelConfig, options: CompileOptions, mapping: str) -> 
     kv_reserve = np.minimum(kv_want, cap // 4)
 
     shards, expert_groups = _shard(config, tensors, groups, layer_group)
-    weight = np.zeros(T, dtype=np.int64)
-    staging = np.zeros(T, dtype=np.int64)
-    placed = []
     budget = cap - act - kv_reserve
     if np.any(budget < 0):
         raise CompileError(_overflow_message(chip, config, options, int(-budget.min()), "activations and KV reserve"))
-    for s in shards:  # in layer order: early layers stay resident, later ones stream when SRAM runs out
-        fits = weight[s.tile] + staging[s.tile] + s.nbytes <= budget[s.tile]
-        if fits:
-            weight[s.tile] += s.nbytes
-            placed.append(s)
-            continue
-        if not chip.has_offchip:
-            total = sum(x.nbytes for x in shards)
-            raise CompileError(_overflow_message(chip, config, options, total + int(act.sum() + kv_reserve.sum()) - cap * T,
-                                                 "weights"))
-        grow = max(0, s.nbytes - staging[s.tile])
-        if weight[s.tile] + staging[s.tile] + grow > budget[s.tile]:
-            # make room: the largest resident shard on this tile becomes streamed too
-            raise CompileError(f"tile {s.tile} cannot hold a staging buffer of {s.nbytes:,} B for {s.tensor}"
-                               f" (SRAM {cap:,} B per tile); use a lower precision or a larger chip", key="placement")
-        staging[s.tile] += grow
-        placed.append(Shard(**{**s.__dict__, "resident": False}))
+    weight, staging, placed = _residency(chip, config, options, shards, budget, act, kv_reserve, cap)
     # whatever SRAM is left on a KV home tile holds KV; the rest of the cache spills off-chip
     free = cap - weight - staging - act
     kv_bytes = np.where(kv_want > 0, np.minimum(np.maximum(free, 0), kv_want), 0)
@@ -255,6 +239,46 @@ def _place(chip, config: ModelConfig, options: CompileOptions, mapping: str) -> 
                 kv_bytes.astype(np.int64), kv_home, kv_capacity, context, expert_groups)
 
 
+def _residency(chip, config, options, shards, budget, act, kv_reserve, cap):
+    """Per tile, keep the longest prefix of its shards (in layer order) resident such that the rest fit through
+    one staging buffer as large as the largest streamed shard; the rest stream from off-chip memory each step."""
+    T = len(budget)
+    by_tile: dict[int, list[int]] = {}
+    for i, s in enumerate(shards):
+        by_tile.setdefault(s.tile, []).append(i)
+    weight = np.zeros(T, dtype=np.int64)
+    staging = np.zeros(T, dtype=np.int64)
+    resident = [True] * len(shards)
+    for t, idx in by_tile.items():
+        sizes = [shards[i].nbytes for i in idx]
+        total = sum(sizes)
+        if total <= budget[t]:
+            weight[t] = total
+            continue
+        if not chip.has_offchip:
+            need = sum(x.nbytes for x in shards) + int(act.sum() + kv_reserve.sum()) - cap * T
+            raise CompileError(_overflow_message(chip, config, options, max(need, total - int(budget[t])), "weights"))
+        tail_max = [0] * (len(sizes) + 1)
+        for k in range(len(sizes) - 1, -1, -1):
+            tail_max[k] = max(tail_max[k + 1], sizes[k])
+        prefix, keep = 0, -1
+        for k in range(len(sizes) + 1):
+            if prefix + tail_max[k] <= budget[t]:
+                keep = k
+            if k < len(sizes):
+                prefix += sizes[k]
+        if keep < 0:
+            raise CompileError(f"tile {t} cannot hold a staging buffer of {tail_max[0]:,} B for its largest weight"
+                               f" shard (SRAM {cap:,} B per tile); use a lower precision or a larger chip",
+                               key="placement")
+        weight[t] = sum(sizes[:keep])
+        staging[t] = tail_max[keep]
+        for i in idx[keep:]:
+            resident[i] = False
+    placed = [s if resident[i] else Shard(**{**s.__dict__, "resident": False}) for i, s in enumerate(shards)]
+    return weight, staging, placed
+
+
 def _overflow_message(chip, config: ModelConfig, options: CompileOptions, overflow: int, what: str) -> str:
     from .precision import BITS_PER_WEIGHT
 
@@ -263,6 +287,10 @@ def _overflow_message(chip, config: ModelConfig, options: CompileOptions, overfl
             if config.n_params() * BITS_PER_WEIGHT[p] / 8 < 0.8 * sram]
     hint = f"; at {fits[0]} the weights would fit" if fits and fits[0] != options.precision else ""
     chips_needed = -(-int(config.n_params() * BITS_PER_WEIGHT[options.precision] / 8 * 1.25) // max(sram, 1))
+    if chip.has_offchip:
+        return (f"{config.name} at {options.precision} does not fit on {chip.name}: {what} overflow a tile's SRAM by"
+                f" {overflow:,} B (batch {options.batch}, prefill chunk {options.prefill_chunk}); use a smaller batch or"
+                f" chunk, a shorter context, or a chip with more SRAM per tile")
     return (f"{config.name} at {options.precision} does not fit on {chip.name}: {what} overflow SRAM by {overflow:,} B"
             f" and the chip has no off-chip memory{hint}; about {chips_needed} such chips would hold it")
 
@@ -284,11 +312,14 @@ def _shard(config: ModelConfig, tensors: dict[str, TensorInfo], groups, layer_gr
         kp = padded_cols(info.fmt, info.cols)
         row_bytes = info.row_bytes
         if how == "col":
+            k_end = info.cols if info.fmt in ("f32", "f16", "bf16") else kp
             for t, (r0, r1) in zip(tiles, split(rows, len(tiles), 2)):
                 if r1 > r0:
-                    shards.append(Shard(name, t, r0, r1, 0, kp, (r1 - r0) * row_bytes, True, expert))
-        else:  # row split over 32-element column blocks
+                    shards.append(Shard(name, t, r0, r1, 0, k_end, (r1 - r0) * row_bytes, True, expert))
+        else:  # row split over 32-element column blocks (float formats stop at the real row end)
             for t, (k0, k1) in zip(tiles, split(kp, len(tiles), 32)):
+                if info.fmt in ("f32", "f16", "bf16"):
+                    k1 = min(k1, info.cols)
                 if k1 > k0:
                     nbytes = rows * _col_bytes(info.fmt, k0, k1, row_bytes, kp)
                     shards.append(Shard(name, t, 0, rows, k0, k1, nbytes, True, expert))
@@ -347,7 +378,7 @@ class Program:
 
     def disassemble(self, start: int = 0, stop: int | None = None) -> list[str]:
         names = {v: k.replace(".weight", "") for k, v in self.tensor_ids.items()}
-        return isa.disassemble(self.ops, self.buffer_names, names, start, stop)
+        return isa.disassemble(self.ops, self.buffer_names, names, start, stop, self.qbuffer_names)
 
 
 class _Emitter:
@@ -401,7 +432,6 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
     shards_of: dict[str, list[Shard]] = {}
     for s in plan.shards:
         shards_of.setdefault(s.tensor, []).append(s)
-    prec = PREC_INDEX[plan.options.precision]
 
     def matmul(name, src_q, src_f, out, layer, expert=-1, part=False):
         info = plan.tensors[name]

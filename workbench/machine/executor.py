@@ -163,7 +163,7 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                     for c in range(ncol):
                         if colmask[c]:
                             K.matmul_float(fmt, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
-                                           act.shape[2], act[op[O_SRC]], y, c, f16, bf16)
+                                           k1, act[op[O_SRC]], y, c, f16, bf16)
                 else:
                     K.matmul_int(fmt, w, wi8, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
                                  xq[op[O_SRC]], xd[op[O_SRC]], y, colmask, ncol, f16, wv, accbuf)
@@ -243,8 +243,8 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                     return i
                 if numeric:
                     if st[S_KV_INT8] == 1:
-                        kd[l, h, seq, pos] = K.quantize_vec(act[3], c, h * hd, hd, kq[l, h, seq, pos], 0, headout)
-                        vd[l, h, seq, pos] = K.quantize_vec(act[4], c, h * hd, hd, vq[l, h, seq, pos], 0, headout)
+                        kd[l, h, seq, pos] = K.quantize_vec(act[3], c, h * hd, hd, kq[l, h, seq, pos])
+                        vd[l, h, seq, pos] = K.quantize_vec(act[4], c, h * hd, hd, vq[l, h, seq, pos])
                     else:
                         for j in range(hd):
                             kf[l, h, seq, pos, j] = act[3, c, h * hd + j]

@@ -64,7 +64,7 @@ def as_matrix(program: np.ndarray) -> np.ndarray:
 
 
 def disassemble(program: np.ndarray, buffer_names: list[str], tensor_names: dict[int, str] | None = None,
-                start: int = 0, stop: int | None = None) -> list[str]:
+                start: int = 0, stop: int | None = None, qbuffer_names: list[str] | None = None) -> list[str]:
     """One readable line per op: ``0042 L1 t05 matmul  q8_0 blk.1.attn_q rows 32:64 k 0:256 xq->q``."""
     lines = []
     stop = len(program) if stop is None else stop
@@ -77,16 +77,22 @@ def disassemble(program: np.ndarray, buffer_names: list[str], tensor_names: dict
         code = int(op["opcode"])
         if code == MATMUL:
             tname = (tensor_names or {}).get(int(op["aux2"]), "?")
-            parts.append(f"{FMT_NAMES.get(int(op['fmt']), '?'):<5} {tname} rows {op['r0']}:{op['r1']} k {op['k0']}:{op['k1']}"
-                         f" {buffer_names[op['src']]}->{buffer_names[op['out']]}"
+            fmt = FMT_NAMES.get(int(op["fmt"]), "?")
+            src_names = buffer_names if fmt in ("f32", "f16", "bf16") or not qbuffer_names else qbuffer_names
+            out = f"part{op['dst']}" if op["dst"] >= 0 else buffer_names[op["out"]]
+            parts.append(f"{fmt:<5} {tname} rows {op['r0']}:{op['r1']} k {op['k0']}:{op['k1']}"
+                         f" {src_names[op['src']]}->{out}"
                          + ("" if op["resident"] else " (streamed)"))
         elif code in (SEND, ALLREDUCE, ALLGATHER, LOGITS_GATHER, MOE_DISPATCH, MOE_COMBINE, STREAM):
             parts.append(f"{KIND_NAMES[op['kind']]} {op['t_cnt']} transfers {op['nbytes']} B")
         elif code in (ATTN, KV_WRITE):
             parts.append(f"kv-head {op['aux']}")
-        elif code in (RMSNORM, QUANT, ROPE, SILU_MUL, RESADD, REDUCE, COPY, EMBED, SAMPLE, MOE_ROUTE):
-            if 0 <= op["src"] < len(buffer_names) and 0 <= op["out"] < len(buffer_names):
-                parts.append(f"{buffer_names[op['src']]}->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
+        elif code == QUANT and qbuffer_names:
+            parts.append(f"{buffer_names[op['src']]}->{qbuffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
+        elif code == REDUCE:
+            parts.append(f"{op['aux']} partials->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
+        elif code in (RMSNORM, ROPE, SILU_MUL, RESADD, EMBED, SAMPLE, MOE_ROUTE):
+            parts.append(f"{buffer_names[op['src']]}->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
         if not op["numeric"]:
             parts.append("(replica)")
         lines.append(" ".join(parts))

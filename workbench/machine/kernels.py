@@ -137,20 +137,25 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
 def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, y, c, f16, bf16):
     """Float formats: fp32 multiply-accumulate in column order (f16/bf16 weights widened exactly)."""
     kend = min(k1, kmax)
+    xrow = x[c, k0:kend]
+    n = kend - k0
     for r in range(r0, r1):
         acc = np.float32(0.0)
         if fmt == FMT_F32:
-            base = (off + r * rb) // 4
-            for k in range(k0, kend):
-                acc += wf32[base + k] * x[c, k]
+            base = (off + r * rb) // 4 + k0
+            wrow = wf32[base: base + n]
+            for k in range(n):
+                acc += wrow[k] * xrow[k]
         elif fmt == FMT_F16:
-            base = (off + r * rb) // 2
-            for k in range(k0, kend):
-                acc += f16[wu16[base + k]] * x[c, k]
+            base = (off + r * rb) // 2 + k0
+            hrow = wu16[base: base + n]
+            for k in range(n):
+                acc += f16[hrow[k]] * xrow[k]
         else:
-            base = (off + r * rb) // 2
-            for k in range(k0, kend):
-                acc += bf16[wu16[base + k]] * x[c, k]
+            base = (off + r * rb) // 2 + k0
+            hrow = wu16[base: base + n]
+            for k in range(n):
+                acc += bf16[hrow[k]] * xrow[k]
         y[c, r] = acc
 
 
@@ -219,7 +224,7 @@ def silu_mul(h1, h3, c, r0, r1):
 
 
 @njit(cache=True, nogil=True)
-def quantize_vec(src, c, lo, hd, qout, dout_idx, dout):
+def quantize_vec(src, c, lo, hd, qout):
     """One head vector src[c, lo:lo+hd] -> qout[:hd] int8 with a single scale, returned and stored."""
     amax = np.float32(0.0)
     for j in range(hd):
@@ -244,15 +249,18 @@ def quantize_vec(src, c, lo, hd, qout, dout_idx, dout):
 def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores, qq, out):
     """Attention of the n_rep query heads of kv-head h over positions 0..npos-1 of an int8 KV cache."""
     inv = np.float32(1.0 / math.sqrt(hd))
+    keys = kq[l, h, seq]
+    kscale = kd[l, h, seq]
     for hq in range(h * n_rep, (h + 1) * n_rep):
         lo = hq * hd
-        dq = quantize_vec(q, c, lo, hd, qq, 0, out)
+        dq = quantize_vec(q, c, lo, hd, qq)
         mx = np.float32(-np.inf)
         for t in range(npos):
             s = np.int32(0)
+            krow = keys[t]
             for j in range(hd):
-                s += np.int32(qq[j]) * np.int32(kq[l, h, seq, t, j])
-            sc = (dq * kd[l, h, seq, t]) * np.float32(s) * inv
+                s += np.int32(qq[j]) * np.int32(krow[j])
+            sc = (dq * kscale[t]) * np.float32(s) * inv
             scores[t] = sc
             if sc > mx:
                 mx = sc
@@ -270,11 +278,14 @@ def _softmax_weighted(scores, npos, mx, vq, vd, l, h, seq, hd, out):
         tot += e
     for j in range(hd):
         out[j] = np.float32(0.0)
+    values = vq[l, h, seq]
+    vscale = vd[l, h, seq]
     for t in range(npos):
         p = scores[t] / tot
-        dv = vd[l, h, seq, t]
+        dv = vscale[t]
+        vrow = values[t]
         for j in range(hd):
-            out[j] += p * (dv * np.float32(vq[l, h, seq, t, j]))
+            out[j] += p * (dv * np.float32(vrow[j]))
 
 
 @njit(cache=True, nogil=True)

@@ -7,7 +7,7 @@ It can stop after one op, one layer or one token; every step updates the Counter
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -17,10 +17,8 @@ from ..counters import Counters, Snapshot, snapshot
 from ..errors import MachineFault, WorkbenchError
 from ..model.config import ModelConfig
 from ..model.tensor import Model
-from ..precision import WEIGHT_FORMAT
 from . import executor as ex
 from . import isa
-from .tensors import BLOCK
 
 _F16 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 _BF16 = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32).copy()

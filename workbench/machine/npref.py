@@ -221,6 +221,8 @@ class NumpyMachine:
             self.act[op["out"], : self.ncol, :n] = w[None, :] * (scale[:, None] * x)
         elif code == isa.QUANT:
             cols = self._cols(int(op["aux"]))
+            if len(cols) == 0:
+                return
             lo, hi = r0 // 32 * 32, -(-r1 // 32) * 32  # whole 32-blocks, as the quantize engine reads them
             q, d = quantize_activations_q8(self.act[op["src"]][np.ix_(cols, np.arange(lo, hi))])
             self.xq[op["out"]][np.ix_(cols, np.arange(lo, hi))] = q

@@ -60,14 +60,15 @@ def load_model(name_or_path: str | Path, *, tokenizer: str | Path | None = None)
 def convert_precision(model: Model, precision: str) -> Model:
     """A copy of ``model`` whose matrices (2-D and up, token_embd included) are stored in ``precision``'s format.
 
-    Norm vectors stay f32. Tensors already in the target format are kept as they are.
+    Norm vectors and the MoE router (``ffn_gate_inp``, tiny and range-sensitive: the chip runs it in fp32)
+    stay f32. Tensors already in the target format are kept as they are.
     """
     if precision not in WEIGHT_FORMAT:
         raise ModelError(f"unknown precision {precision!r}; expected one of {', '.join(WEIGHT_FORMAT)}")
     fmt = WEIGHT_FORMAT[precision]
     tensors: dict[str, QTensor] = {}
     for name, qt in model.tensors.items():
-        if len(qt.shape) < 2:
+        if len(qt.shape) < 2 or name.endswith("ffn_gate_inp.weight"):
             tensors[name] = qt if qt.fmt == "f32" else quantize(dequantize(qt), "f32")
         elif qt.fmt == fmt:
             tensors[name] = qt
