@@ -1,0 +1,311 @@
+"""Projection of a model onto a chip system: the emulator's program and cost model driven by shapes only.
+
+Each chip runs a tensor-parallel slice of the model (1/tp of heads, FFN and vocabulary) for its
+pipeline stage's layers. The per-chip time and counts come from a shape-only run of a two-layer
+program (one resident layer, one streamed) scaled to the full depth by the compiler's own placement;
+chip-to-chip collectives are costed analytically (collectives.py). See docs/projection.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+
+from .. import cost
+from ..compiler import ACT_BYTES, CompileOptions
+from ..errors import CompileError, WorkbenchError
+from ..model.config import ModelConfig
+from ..precision import EMULATED_PRECISIONS
+from . import collectives as cc
+from .placement import layer_slots, per_col_act_bytes, place, slice_config, stages, valid_tp
+from .segments import Cost, decode_segments, machine_for, prefill_segments
+
+PRECISIONS = (*EMULATED_PRECISIONS, "fp8")   # fp8 is projected with int8 (Q8_0) blocks on the int8/fp8 unit
+MAPPINGS = ("auto", "tensor", "pipeline", "hybrid")
+PHASES = ("compute", "on-chip memory", "off-chip memory", "on-chip network", "chip-to-chip", "op overhead")
+MAX_CHIPS = 10**6
+MAX_PREFILL_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Projection:
+    """One model on one chip system. Times in seconds, energy in joules; per token = per decode step of the
+    whole batch divided by ``batch`` (J) or its inverse (tokens/s). ``phases_s`` is the time each resource
+    needs per decode step on its own (they overlap: the largest is the binding limit ``bound``);
+    ``fit`` is bytes per chip: weights, kv, activations, capacity, and chips_needed."""
+
+    chip: str
+    model: str
+    precision: str
+    batch: int
+    prompt_len: int
+    gen_len: int
+    chips: int
+    mapping: str
+    ttft_s: float
+    seconds_per_token: float
+    tokens_per_s_per_user: float
+    tokens_per_s: float
+    joules_per_token: float
+    watts: float
+    bound: str
+    phases_s: dict[str, float]
+    fit: dict[str, float]
+    fits: bool
+    tp: int = 1
+    pp: int = 1
+    energy_j: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        def clean(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            return v
+
+        return clean(asdict(self))
+
+
+def _check(config: ModelConfig, precision, batch, prompt_len, gen_len, n_chips, mapping, chip, prefill_chunk):
+    if precision not in PRECISIONS:
+        raise WorkbenchError(f"expected a precision in {', '.join(PRECISIONS)}, found {precision!r}", key="precision")
+    if mapping not in MAPPINGS:
+        raise WorkbenchError(f"expected a mapping in {', '.join(MAPPINGS)}, found {mapping!r}", key="mapping")
+    for name, v, lo, hi in (("batch", batch, 1, 4096), ("prompt_len", prompt_len, 1, 10**7), ("gen_len", gen_len, 1, 10**7),
+                            ("chips", n_chips, 1, MAX_CHIPS), ("prefill_chunk", prefill_chunk, 1, MAX_PREFILL_CHUNK)):
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise WorkbenchError(f"expected an integer in [{lo}, {hi}], found {v!r}", key=name)
+    if prompt_len + gen_len > config.seq_len:
+        raise WorkbenchError(f"expected prompt_len + gen_len within the model's {config.seq_len} tokens of context,"
+                             f" found {prompt_len} + {gen_len}", key="gen_len")
+    if n_chips > 1 and chip.system.chip_link_gb_per_s <= 0:
+        raise WorkbenchError(f"expected a multi-chip system for {n_chips} chips, found {chip.name} with no"
+                             f" chip-to-chip links (use a system profile, e.g. one with [system] chips > 1)",
+                             key="chips")
+
+
+def arrangements(config: ModelConfig, n_chips: int, mapping: str) -> list[tuple[int, int]]:
+    """(tp, pp) pairs for ``mapping`` on ``n_chips`` (tp * pp == n_chips, pp <= layers)."""
+    pairs = [(tp, n_chips // tp) for tp in range(1, n_chips + 1)
+             if n_chips % tp == 0 and valid_tp(config, tp) and n_chips // tp <= config.n_layers]
+    if mapping == "tensor":
+        pairs = [p for p in pairs if p[1] == 1]
+    elif mapping == "pipeline":
+        pairs = [p for p in pairs if p[0] == 1]
+    elif mapping == "hybrid":
+        pairs = [p for p in pairs if p[0] > 1 and p[1] > 1]
+    if not pairs:
+        raise WorkbenchError(f"expected {n_chips} chips to split {config.name} by {mapping} parallelism (heads"
+                             f" {config.n_heads}, kv-heads {config.n_kv_heads}, layers {config.n_layers}), found no"
+                             f" way that divides evenly", key="mapping")
+    return pairs
+
+
+def _mapping_name(tp: int, pp: int) -> str:
+    if tp == 1 and pp == 1:
+        return "single"
+    if pp == 1:
+        return f"tensor tp{tp}"
+    if tp == 1:
+        return f"pipeline pp{pp}"
+    return f"hybrid tp{tp} x pp{pp}"
+
+
+class _Layout:
+    """The placement of every stage kind of a (tp, pp) arrangement, and the per-chip fit."""
+
+    def __init__(self, chip, config, run_prec, batch, context, chunk, tp, pp):
+        self.tp, self.pp = tp, pp
+        self.slice = slice_config(config, tp, 1)
+        self.options = CompileOptions(precision=run_prec, mapping="tensor", batch=batch, context=context,
+                                      prefill_chunk=1)
+        _, slots, tail = layer_slots(chip.n_tiles, replace(self.slice, name=""), run_prec)
+        out_bytes = float(tail[0].sum() if config.tied_embeddings else tail[1].sum())
+        kinds = Counter(stages(config.n_layers, pp, float(slots.sum()), float(tail[0].sum()), out_bytes))
+        cols = max(batch, chunk)
+        self.placements = [place(chip, self.slice, n, self.options, act_cols=cols, embed=e, output=o)
+                           for n, e, o in kinds]
+        counts = list(kinds.values())
+        self.resident_layers = sum(c * p.resident_layers for c, p in zip(counts, self.placements))
+        self.tail_resident = all(p.tail_resident for p in self.placements)
+        self.kv_capacity = np.mean([p.kv_capacity for p, k in zip(self.placements, kinds) if k[0]], axis=0)
+        self.ok = all(p.ok for p in self.placements)
+        self.why = next((p.why for p in self.placements if p.why), "")
+        weights = max(p.total_weight_bytes for p in self.placements)
+        kv = max(p.total_kv_bytes for p in self.placements)
+        act = max(int(p.act_bytes.sum()) for p in self.placements)
+        capacity = chip.sram_bytes + chip.offchip_bytes
+        self.fits = self.ok and weights + kv + act <= capacity
+        if self.ok and not self.fits:
+            self.why = f"weights + KV + activations need {weights + kv + act:,} B per chip, capacity {capacity:,} B"
+        self.fit = {"weights": float(weights), "kv": float(kv), "activations": float(act), "capacity": float(capacity)}
+
+
+def _per_chip(segs_passes: list[list[Cost]], layers: float, resident: float) -> Cost:
+    """Full-depth cost of the given passes: head + tail + resident x layer 0 + streamed x layer 1."""
+    total = None
+    for head, l0, l1, tail in segs_passes:
+        c = head.combine(tail, 1.0).combine(l0, resident).combine(l1, layers - resident)
+        total = c if total is None else total.combine(c, 1.0)
+    return total
+
+
+def _comm(config: ModelConfig, tp: int, pp: int, cols: int, link: cc.Link, passes: int = 1,
+          logit_cols: int = 1) -> cc.CommCost:
+    """Chip-to-chip traffic of ``passes`` passes of ``cols`` columns: per layer two all-reduces of the
+    hidden state (attention output, FFN down) in the tp group, the embedding broadcast, the logits gather,
+    and pp - 1 stage-to-stage sends. Activations travel as the compiler's ACT_BYTES per value."""
+    act = config.dim * cols * ACT_BYTES
+    one = cc.CommCost()
+    if tp > 1:
+        one = one.plus(cc.all_reduce(tp, act, link), 2 * config.n_layers)
+        one = one.plus(cc.all_gather(tp, act, link))
+        one = one.plus(cc.all_gather(tp, config.vocab_size * logit_cols * ACT_BYTES, link))
+    if pp > 1:
+        one = one.plus(cc.send(act, link), pp - 1)
+    return cc.CommCost().plus(one, passes)
+
+
+def _phases(chip, d: Cost, comm: cc.CommCost) -> dict[str, float]:
+    p = cost.cost_params(chip)
+    hz = chip.clock_hz
+    rates = np.array([p[cost.P_MACS + i] if p[cost.P_MACS + i] > 0 else p[cost.P_VEC_LANES] for i in range(cost.N_PREC)])
+    compute = float(((d.macs / rates).sum(axis=1) + d.vec / p[cost.P_VEC_LANES]).max()) / hz
+    onchip = float(((d.sram_rd + d.sram_wr) / p[cost.P_SRAM_BPC]).max()) / hz
+    offchip = d.offchip / p[cost.P_DRAM_BPC] / hz if p[cost.P_DRAM_BPC] > 0 else 0.0
+    return {"compute": compute, "on-chip memory": onchip, "off-chip memory": offchip,
+            "on-chip network": d.noc_cycles / hz, "chip-to-chip": comm.seconds,
+            "op overhead": float(d.ops.max()) * p[cost.P_OP_OVERHEAD] / hz}
+
+
+def _bound(phases: dict[str, float], comm: cc.CommCost) -> str:
+    name = max(phases, key=phases.get)
+    if name == "chip-to-chip":
+        return "interconnect latency" if comm.latency_s >= comm.bandwidth_s else "interconnect bandwidth"
+    return {"compute": "compute", "on-chip memory": "on-chip memory bandwidth", "off-chip memory": "memory bandwidth",
+            "on-chip network": "on-chip network", "op overhead": "op overhead"}[name]
+
+
+def _estimate(chip, config: ModelConfig, lay: _Layout, precision: str, batch: int, prompt_len: int, gen_len: int,
+              chunk: int, n_chips: int) -> Projection:
+    run_prec = lay.options.precision
+    context = lay.options.context
+    L = config.n_layers
+    streamed = chip.has_offchip
+    link = cc.link_of(chip)
+    hz = chip.clock_hz
+
+    kv_cap = lay.kv_capacity if streamed else np.full_like(lay.kv_capacity, context)  # SRAM-only: no spill path
+    tail_res = lay.tail_resident or not streamed
+    pf_opts = CompileOptions(precision=run_prec, mapping="tensor", batch=1, context=context, prefill_chunk=chunk)
+    m = machine_for(chip, lay.slice, pf_opts, kv_cap, streamed=streamed, tail_resident=tail_res)
+    pf_passes = prefill_segments(m, prompt_len)
+    pf = _per_chip(pf_passes, L, lay.resident_layers)
+    pf_comm = _comm(config, lay.tp, lay.pp, chunk, link, len(pf_passes), 1)
+    ttft = pf.cycles / hz + pf_comm.seconds
+
+    dec_opts = CompileOptions(precision=run_prec, mapping="tensor", batch=batch, context=context, prefill_chunk=1)
+    m = machine_for(chip, lay.slice, dec_opts, kv_cap, streamed=streamed, tail_resident=tail_res)
+    # decode steps see positions prompt_len .. prompt_len + gen_len - 1: cost them at the middle one
+    d = _per_chip([decode_segments(m, prompt_len + (gen_len - 1) // 2)], L, lay.resident_layers)
+    comm = _comm(config, lay.tp, lay.pp, batch, link, 1, batch)
+    step_s = d.cycles / hz + comm.seconds
+
+    dyn = d.energy_pj(chip)
+    energy = {k: v * lay.tp * 1e-12 for k, v in dyn.items() if k not in ("chip_link", "static")}
+    energy["chip_link"] = comm.bytes * chip.energy.pj_per_byte_chip_link * 1e-12
+    energy["static"] = chip.energy.static_w * n_chips * step_s
+    step_j = sum(energy.values())
+    phases = _phases(chip, d, comm)
+    bound = _bound(phases, comm) if lay.fits else "capacity"
+    notes = [] if lay.fits else [f"does not fit: {lay.why}"]
+    if lay.ok and lay.why:
+        notes.append(f"the compiler would refuse this on one chip ({lay.why}); projected as if activations"
+                     f" lived beside the weights")
+    if precision == "fp8":
+        notes.append("fp8 projected with int8 (Q8_0) weight blocks on the chip's int8/fp8 MAC rate")
+    return Projection(
+        chip=chip.name, model=config.name, precision=precision, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
+        chips=n_chips, mapping=_mapping_name(lay.tp, lay.pp), ttft_s=ttft, seconds_per_token=step_s,
+        tokens_per_s_per_user=1.0 / step_s, tokens_per_s=batch / step_s, joules_per_token=step_j / batch,
+        watts=step_j / step_s, bound=bound, phases_s=phases, fit={**lay.fit, "chips_needed": float(n_chips)},
+        fits=lay.fits, tp=lay.tp, pp=lay.pp, energy_j={k: v / batch for k, v in energy.items()}, notes=tuple(notes))
+
+
+def _rough_s(chip, config: ModelConfig, lay: _Layout, batch: int) -> float:
+    """A roofline guess of the decode step, only to rank arrangements: weights of one tp slice over the
+    memory they stream from, plus the chip-to-chip collectives."""
+    bw = chip.offchip_bytes_per_s if chip.has_offchip else chip.sram_bytes_per_s
+    weights = lay.fit["weights"] * lay.pp
+    return weights / max(bw, 1.0) + _comm(config, lay.tp, lay.pp, batch, cc.link_of(chip), 1, batch).seconds
+
+
+def _default_chunk(chip, config: ModelConfig, batch: int, prompt_len: int) -> int:
+    """The whole prompt in one pass; on an SRAM-only chip, halved until its activations take at most a
+    quarter of a tile (an HBM chip is taken to keep what does not fit beside the weights)."""
+    chunk = min(prompt_len, MAX_PREFILL_CHUNK)
+    if not chip.has_offchip:
+        per_col = per_col_act_bytes(config, min(chip.n_tiles, 64))
+        while chunk > 1 and per_col * max(batch, chunk) > chip.sram_bytes_per_tile // 4:
+            chunk //= 2
+    return chunk
+
+
+def chips_needed(chip, config: ModelConfig, run_prec: str, batch: int, context: int, chunk: int, start: int) -> int:
+    """The fewest chips (at least ``start``) that hold the model by the same placement, over every tp x pp
+    arrangement; bisects the sorted chip counts, taking fit as monotonic in them. 0 = none holds it."""
+    tps = [t for t in range(1, config.n_heads + 1) if valid_tp(config, t)]
+    counts = sorted({t * p: None for t in tps for p in range(1, config.n_layers + 1) if t * p >= start})
+
+    def fits(n: int) -> bool:
+        return any(_Layout(chip, config, run_prec, batch, context, chunk, t, n // t).fits
+                   for t in tps if n % t == 0 and n // t <= config.n_layers)
+
+    if not counts or not fits(counts[-1]):
+        return 0
+    lo, hi = -1, len(counts) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(counts[mid]) else (mid, hi)
+    return counts[hi]
+
+
+def project(chip, config: ModelConfig, *, precision: str = "int8", batch: int = 1, prompt_len: int = 128,
+            gen_len: int = 128, chips: int | None = None, mapping: str = "auto",
+            prefill_chunk: int | None = None) -> Projection:
+    """Project ``config`` on ``chips`` chips of ``chip`` (default: the profile's system). ``mapping`` splits the
+    model across chips: tensor, pipeline, hybrid, or auto (the fastest arrangement that fits). Prefill runs one
+    sequence at a time in chunks of ``prefill_chunk`` tokens (default: the whole prompt, up to 4096)."""
+    n_chips = chip.system.chips if chips is None else chips
+    chunk = _default_chunk(chip, config, batch, prompt_len) if prefill_chunk is None else prefill_chunk
+    _check(config, precision, batch, prompt_len, gen_len, n_chips, mapping, chip, chunk)
+    run_prec = "int8" if precision == "fp8" else precision
+    context = prompt_len + gen_len
+    best = None
+    layouts = [_Layout(chip, config, run_prec, batch, context, chunk, tp, pp)
+               for tp, pp in arrangements(config, n_chips, mapping)]
+    fitting = sorted((lay for lay in layouts if lay.fits), key=lambda lay: _rough_s(chip, config, lay, batch))
+    for lay in fitting[:2] or [max(layouts, key=lambda x: (x.tp, x.pp))]:
+        try:
+            p = _estimate(chip, config, lay, precision, batch, prompt_len, gen_len, chunk, n_chips)
+        except CompileError:
+            continue
+        if best is None or (p.seconds_per_token, -p.tokens_per_s) < (best.seconds_per_token, -best.tokens_per_s):
+            best = p
+    if best is None:
+        raise WorkbenchError(f"{config.name} cannot be placed on {chip.name} with {mapping} mapping", key="mapping")
+    if not best.fits:
+        need = chips_needed(chip, config, run_prec, batch, context, chunk, n_chips + 1)
+        best = _replace_fit(best, need)
+    return best
+
+
+def _replace_fit(p: Projection, need: int) -> Projection:
+    return replace(p, fit={**p.fit, "chips_needed": float(need)})

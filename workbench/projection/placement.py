@@ -1,0 +1,278 @@
+"""Per-chip slices of a big model and where their weights and KV cache live, by the compiler's own rules.
+
+The compiler places layer after layer greedily (early layers resident in SRAM, later ones streamed);
+since decoder layers are identical, :func:`place` replays that greedy arithmetic per tile with numpy
+for the full depth, and :func:`reduced_plan` builds the two-layer Plan (layer 0 resident, layer 1
+streamed) whose shape-only run gives the cost of each kind of layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+
+from ..compiler import ACT_BYTES, KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard
+from ..machine.tensors import tensor_table
+from ..machine.topology import Topology, build
+from ..model.config import ModelConfig
+
+REDUCED_LAYERS = 2          # layer 0 stands for resident layers, layer 1 for streamed ones
+FULL_TOPOLOGY_TILES = 256   # meshes larger than this are truncated to the rows the tile group uses
+
+
+def slice_config(config: ModelConfig, tp: int, n_layers: int) -> ModelConfig:
+    """What one chip of a ``tp``-way tensor-parallel group holds: 1/tp of the heads, FFN and vocabulary.
+
+    kv-heads are divided too, or replicated when there are fewer kv-heads than chips; ``dim`` is whole.
+    """
+    return replace(config, name=f"{config.name}/tp{tp}" if tp > 1 else config.name, n_layers=n_layers,
+                   n_heads=config.n_heads // tp, n_kv_heads=max(1, config.n_kv_heads // tp),
+                   head_dim=config.head_dim, hidden_dim=-(-config.hidden_dim // tp),
+                   vocab_size=max(2, -(-config.vocab_size // tp)))
+
+
+def valid_tp(config: ModelConfig, tp: int) -> bool:
+    """Heads divide evenly; kv-heads divide evenly or are replicated a whole number of times."""
+    if tp < 1 or config.n_heads % tp:
+        return False
+    return config.n_kv_heads % tp == 0 or tp % config.n_kv_heads == 0
+
+
+@lru_cache(maxsize=32)
+def topology(rows: int, cols: int, kind: str, used_tiles: int) -> Topology:
+    """The chip's topology, built once. A big mesh is cut to the rows the tile group uses: XY routes
+    between tiles of those rows never leave them, so the cut is exact (tori and rings are built whole)."""
+    if kind == "mesh" and rows * cols > FULL_TOPOLOGY_TILES:
+        rows = min(rows, -(-used_tiles // cols))
+    return build(rows, cols, kind)
+
+
+def per_col_act_bytes(config: ModelConfig, group_tiles: int) -> int:
+    """Activation bytes per column on each tile: the formula of compiler._place."""
+    return ACT_BYTES * (4 * config.dim + config.q_dim + 2 * config.kv_dim + config.vocab_size // group_tiles
+                        + 3 * (-(-config.hidden_dim * max(config.n_experts_used, 1) // group_tiles)))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one chip's share lives. Arrays are per tile (T,), bytes.
+
+    resident_layers: how many of the chip's layers are resident (fractional at the boundary layer);
+    tail_resident: the embedding/classifier shards are resident; kv_capacity: tokens per sequence each
+    kv-head keeps in SRAM, averaged over layers (the rest spills off-chip); ok/why: whether the compiler
+    would accept it, and the first reason it would not.
+    """
+
+    n_layers: int
+    resident_layers: float
+    tail_resident: bool
+    weight_bytes: np.ndarray
+    staging_bytes: np.ndarray
+    act_bytes: np.ndarray
+    kv_bytes: np.ndarray
+    kv_capacity: np.ndarray      # (H,) tokens
+    total_weight_bytes: int
+    total_kv_bytes: int
+    ok: bool
+    why: str
+
+
+def _layer_slots(shards: list[Shard], n_tiles: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Shard bytes of layer 0 per (tensor, expert) slot in the compiler's order: (slots, T) and tail (2, T)."""
+    names: list[tuple[str, int]] = []
+    rows: dict[tuple[str, int], np.ndarray] = {}
+    tail = np.zeros((2, n_tiles), np.int64)
+    for s in shards:
+        if s.tensor.startswith("blk.0."):
+            key = (s.tensor, s.expert)
+            if key not in rows:
+                names.append(key)
+                rows[key] = np.zeros(n_tiles, np.int64)
+            rows[key][s.tile] += s.nbytes
+        elif s.tensor == "token_embd.weight":
+            tail[0, s.tile] += s.nbytes
+        elif s.tensor == "output.weight":
+            tail[1, s.tile] += s.nbytes
+    mat = np.array([rows[k] for k in names], np.int64).reshape(len(names), n_tiles)
+    return [n for n, _ in names], mat, tail
+
+
+def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *, act_cols: int = 0,
+          embed: bool = True, output: bool = True) -> Placement:
+    """Replay compiler._place for ``n_layers`` identical layers of ``config1`` on ``chip``.
+
+    ``act_cols``: columns of activations to hold (0 = batch x prefill_chunk, as the compiler does)."""
+    cap = int(chip.sram_bytes_per_tile)
+    T = chip.n_tiles
+    group, slots, tail0 = layer_slots(T, replace(config1, n_layers=1, name=""), options.precision)
+    G = len(group)
+    gidx = np.asarray(group, np.int64)
+    cols = act_cols or options.batch * max(1, options.prefill_chunk)
+    act = np.zeros(T, np.int64)
+    act[gidx] = per_col_act_bytes(config1, G) * cols
+
+    H = config1.n_kv_heads
+    kv_per_tok = 2 * (config1.head_dim + 4) if options.kv_int8 else 2 * config1.head_dim * 4
+    homes = gidx[(np.arange(n_layers * H) % G)]             # kv_home[l, h] = g[(l*H + h) % G], raveled
+    heads_on = np.bincount(homes, minlength=T)
+    kv_want = heads_on.astype(np.int64) * kv_per_tok * options.context * options.batch
+    kv_reserve = np.minimum(kv_want, cap // 4)
+
+    tail = tail0.copy()
+    if not embed:
+        tail[0] = 0
+    if not output or config1.tied_embeddings:
+        tail[1] = 0
+    if config1.tied_embeddings and output and not embed:
+        tail[1] = tail0[0]  # the last stage holds the tied table for the classifier
+    layer_total = int(slots.sum())
+    total_weights = layer_total * n_layers + int(tail.sum())
+    budget = cap - act - kv_reserve
+    why = ""
+    if np.any(budget < 0):
+        why = f"activations and KV reserve overflow a tile's SRAM by {int(-budget.min()):,} B"
+        budget = np.maximum(budget, 0)
+
+    weight = np.zeros(T, np.int64)
+    staging = np.zeros(T, np.int64)
+    resident = 0.0
+    per_tile_layer = slots.sum(axis=0)
+    ok_staging = True
+
+    def put(s: np.ndarray) -> int:
+        nonlocal ok_staging
+        has = s > 0
+        fits = has & (weight + staging + s <= budget)
+        weight[fits] += s[fits]
+        stream = has & ~fits
+        if stream.any():
+            grow = np.where(stream, np.maximum(0, s - staging), 0)
+            bad = stream & (weight + staging + grow > budget)
+            if bad.any():
+                ok_staging = False
+            staging[:] = staging + np.where(bad, 0, grow)
+        return int(s[fits].sum())
+
+    l = 0
+    while l < n_layers:
+        if np.all(weight + staging + per_tile_layer * (n_layers - l) <= budget):
+            weight += per_tile_layer * (n_layers - l)   # everything left fits: all resident
+            resident += n_layers - l
+            break
+        before = staging.copy()
+        got = sum(put(slots[j]) for j in range(len(slots)))
+        resident += got / max(layer_total, 1)
+        l += 1
+        if got == 0 and np.array_equal(before, staging):
+            break                                          # identical layers: the rest stream the same way
+    tail_res = sum(put(tail[i]) for i in range(2))
+    tail_resident = tail_res * 2 >= int(tail.sum())
+
+    streamed_any = resident < n_layers - 1e-9 or not tail_resident
+    free = cap - weight - staging - act
+    kv_bytes = np.where(kv_want > 0, np.minimum(np.maximum(free, 0), kv_want), 0)
+    per_slot = kv_bytes // np.maximum(heads_on, 1)
+    tokens = per_slot // (kv_per_tok * options.batch)
+    cap_tok = np.where(tokens >= options.context, options.context, tokens // KV_BLOCK_TOKENS * KV_BLOCK_TOKENS)
+    kv_cap = cap_tok[homes].reshape(n_layers, H).mean(axis=0) if n_layers else np.full(H, float(options.context))
+
+    ok = True
+    if not chip.has_offchip:
+        if streamed_any:
+            ok, why = False, why or "weights overflow SRAM and the chip has no off-chip memory"
+        elif kv_cap.min() < options.context:
+            ok, why = False, why or f"SRAM holds only {int(kv_cap.min())} of {options.context} tokens of KV cache"
+        elif why:
+            ok = False
+    elif not ok_staging:
+        why = why or "a tile cannot hold the staging buffer of a streamed shard"
+    return Placement(n_layers, resident, tail_resident, weight, staging, act, kv_bytes.astype(np.int64), kv_cap,
+                     total_weights, int(kv_want.sum()), ok, why)
+
+
+@lru_cache(maxsize=256)
+def layer_slots(n_tiles: int, config: ModelConfig, precision: str) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """The tensor mapping's group and the shard bytes of one layer per slot and tile (slots, T), plus the
+    embedding and classifier shard bytes (2, T), from the compiler's _shard of a one-layer model."""
+    cfg1 = replace(config, n_layers=1)
+    groups = _groups(n_tiles, 1, "tensor")
+    shards, _ = _shard(cfg1, tensor_table(cfg1, precision), groups, [0])
+    _, slots, tail = _layer_slots(shards, n_tiles)
+    slots.setflags(write=False)
+    tail.setflags(write=False)
+    return tuple(groups[0]), slots, tail
+
+
+def reduced_plan(chip, config: ModelConfig, options: CompileOptions, topo: Topology, *, streamed_layer: bool,
+                 tail_resident: bool) -> Plan:
+    """A REDUCED_LAYERS-deep Plan with the tensor mapping: layer 0 resident, layer 1 streamed (when the chip
+    has off-chip memory), the embedding/classifier resident or not. KV capacity is set per run."""
+    cfg = replace(config, n_layers=REDUCED_LAYERS)
+    T = topo.n_tiles
+    groups = _groups(T, REDUCED_LAYERS, "tensor")
+    layer_group = [0] * REDUCED_LAYERS
+    tensors = tensor_table(cfg, options.precision)
+    shards, expert_groups = _shard(cfg, tensors, groups, layer_group)
+    out = []
+    for s in shards:
+        if s.tensor.startswith("blk.1."):
+            res = not streamed_layer
+        elif s.tensor.startswith("blk."):
+            res = True
+        else:
+            res = tail_resident
+        out.append(s if s.resident == res else replace(s, resident=res))
+    g = groups[0]
+    H = cfg.n_kv_heads
+    kv_home = np.array([[g[(l * H + h) % len(g)] for h in range(H)] for l in range(REDUCED_LAYERS)], np.int64)
+    zeros = np.zeros(T, np.int64)
+    weight = zeros.copy()
+    for s in out:
+        if s.resident:
+            weight[s.tile] += s.nbytes
+    kv_cap = np.full((REDUCED_LAYERS, H), options.context, np.int64)
+    return Plan(chip, cfg, options, "tensor", topo, groups, layer_group, tensors, out, weight, zeros.copy(),
+                zeros.copy(), zeros.copy(), kv_home, kv_cap, options.context, expert_groups)
+
+
+def kv_bytes_per_token(config: ModelConfig, options: CompileOptions) -> int:
+    """K and V of one token, all layers and kv-heads of ``config``, in the compiler's KV format."""
+    per = 2 * (config.head_dim + 4) if options.kv_int8 else 2 * config.head_dim * 4
+    return per * config.n_layers * config.n_kv_heads
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def stages(n_layers: int, pp: int, layer_bytes: float, embed_bytes: float, output_bytes: float) -> list[tuple[int, bool, bool]]:
+    """Split [embedding, layers..., classifier] into ``pp`` contiguous stages with the smallest largest stage
+    (by bytes); returns (layers, holds embedding, holds classifier) per stage."""
+    items = [embed_bytes] + [layer_bytes] * n_layers + [output_bytes]
+
+    def cut(limit: float) -> list[list[int]] | None:
+        out, cur, load = [], [], 0.0
+        for i, b in enumerate(items):
+            if cur and load + b > limit:
+                out.append(cur)
+                cur, load = [], 0.0
+            cur.append(i)
+            load += b
+        out.append(cur)
+        return out if len(out) <= pp else None
+
+    lo, hi = max(items), sum(items)
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if cut(mid) else (mid, hi)
+    parts = cut(hi)
+    while len(parts) < pp:  # split the largest stage until every chip has a stage
+        k = max(range(len(parts)), key=lambda j: len(parts[j]))
+        if len(parts[k]) < 2:
+            break
+        half = len(parts[k]) // 2
+        parts[k:k + 1] = [parts[k][:half], parts[k][half:]]
+    last = n_layers + 1
+    return [(sum(1 for i in p if 0 < i < last), 0 in p, last in p) for p in parts]
