@@ -1,0 +1,293 @@
+"""The machine side of the TUI: a thread loop that owns the Bench, runs commands, and publishes Frames.
+
+No textual here: the app hands jobs in through :meth:`Driver.submit` and reads ``Driver.latest``
+(a "latest snapshot" slot) from a timer, so emulation never floods the event loop.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from ..bench import Bench
+from ..commands import BY_NAME
+from ..counters import Counters, Snapshot
+from ..errors import WorkbenchError
+
+FRAME_INTERVAL_S = 1 / 20     # at most 20 frames a second while running
+REF_STEPS_PER_FRAME = 16      # the f32 reference catches up a few tokens per frame so running stays fast
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the panes show, copied out of the machine at one moment (immutable once published).
+
+    last: counters of the current (or last completed) token only; history: StepRecords so far;
+    pieces: decoded text of each generated token of sequence 0; ref_match: per generated token, True/False
+    when checked against the f32 reference's argmax, absent when not yet checked.
+    """
+
+    version: int
+    bench: Bench
+    snapshot: Snapshot
+    last: Counters
+    last_complete: bool
+    history: tuple
+    pos: int
+    pc: int
+    in_pass: bool
+    prompt_pieces: tuple[str, ...]
+    pieces: tuple[str, ...]
+    ref_match: tuple[bool, ...]
+    spill_step: int | None
+    running: bool
+    note: str | None = None
+    status: str = ""
+
+
+@dataclass
+class _RefState:
+    """Teacher-forced f32 reference: argmax of its logits at each position vs the machine's token."""
+
+    ref: object
+    expected: list[int] = field(default_factory=list)
+    logits: np.ndarray | None = None
+
+
+class Driver:
+    """Owns the Bench; executes commands from a queue in :meth:`loop` (run it in a thread worker)."""
+
+    def __init__(self, bench: Bench):
+        self.bench = bench
+        self.start_options = bench.options           # a saved session starts here and replays self.steps
+        self.jobs: queue.Queue = queue.Queue()
+        self.running = threading.Event()
+        self.stopping = threading.Event()
+        self.waiting_note = threading.Event()
+        self.idle = threading.Event()
+        self.events: queue.SimpleQueue = queue.SimpleQueue()  # ("error" | "status" | "note", one line) for the UI
+        self.steps: list[tuple[str, object]] = []   # executed (command, value), the session being recorded
+        self.script: deque = deque()                 # session steps still to replay
+        self.match_reference = False
+        self.latest: Frame | None = None
+        self._version = 0
+        self._last_publish = 0.0
+        self._run_tokens = 0
+        self.status = ""
+        self.note: str | None = None
+        self._after_rebuild()
+
+    # -- called from the UI thread --------------------------------------------------------------
+    def submit(self, name: str, value=None) -> None:
+        if name not in BY_NAME:
+            raise WorkbenchError(f"unknown command '{name}'")
+        if name == "run":
+            self.toggle_run()
+            return
+        self.jobs.put((name, value))
+
+    def toggle_run(self) -> None:
+        if self.waiting_note.is_set():
+            self.waiting_note.clear()
+            self.note = None
+            return
+        if self.running.is_set():
+            self.running.clear()
+        else:
+            self.jobs.put(("run", None))
+
+    def pause(self) -> None:
+        self.running.clear()
+
+    def load_script(self, steps) -> None:
+        self.script.extend((str(k), v) for k, v in steps)
+
+    def stop(self) -> None:
+        self.running.clear()
+        self.stopping.set()
+
+    # -- the worker loop ------------------------------------------------------------------------
+    def loop(self) -> None:
+        self.publish(force=True)
+        while not self.stopping.is_set():
+            if self.running.is_set():
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    self._guard(self._token, True)
+                    continue
+                self._guard(self._execute, *job)
+                continue
+            self._finish_run()
+            if not self.waiting_note.is_set() and self.jobs.empty() and self.script:
+                self.jobs.put(self.script.popleft())
+            try:
+                job = self.jobs.get(timeout=0.02)
+            except queue.Empty:
+                self.idle.set()
+                continue
+            self.idle.clear()
+            self._guard(self._execute, *job)
+            self.publish(force=True)
+
+    def _guard(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except WorkbenchError as exc:  # MachineFault included: one line to the UI, the loop lives on
+            self.running.clear()
+            self.script.clear()
+            self._finish_run()
+            self.events.put(("error", str(exc)))
+            self.publish(force=True)
+
+    def _execute(self, name: str, value) -> None:
+        m = self.bench.machine
+        if name == "generate":
+            if value == "eos":
+                self._generate(m.plan.context, until_eos=True)
+                self._record("generate", "eos")
+            else:
+                n = 1 if value is None else int(value)
+                if n < 1:
+                    raise WorkbenchError(f"generate expects a positive number of tokens, got {value!r}", key="generate")
+                done = self._generate(n)
+                self._record("generate", done)
+        elif name == "run":
+            self._finish_run()
+            self.running.set()
+        elif name in ("step_layer", "step_op"):
+            toks = m.step_layer() if name == "step_layer" else m.step_op()
+            if toks is not None:
+                self._token_done()
+            self._record(name, 1)
+            where = f"pc {m.pc}/{len(m.program.ops)}" if m.in_pass else "token done"
+            self._set_status(f"{name.replace('_', ' ')}: {where}")
+        elif name == "reset":
+            m.set_prompt(self.bench.prompt_ids)
+            self._after_rebuild()
+            self._record("reset", True)
+            self._set_status("reset: KV cache emptied, counters zeroed, prompt queued")
+        elif name == "note":
+            self.note = str(value)
+            self.waiting_note.set()
+            self.events.put(("note", self.note))
+        elif name == "mark":
+            self._set_status(f"mark {value}: {m.snapshot().joules:.3g} J, {len(m.generated[0])} tokens")
+            self._record("mark", str(value))
+        else:  # an option: recompile and reset
+            msg = self.bench.set(name, value)
+            self._after_rebuild()
+            self._record(name, getattr(self.bench.options, name))
+            self._set_status(msg)
+
+    def _generate(self, n: int, until_eos: bool = False) -> int:
+        done = 0
+        while done < n and not self.stopping.is_set():
+            toks = self._token()
+            done += 1
+            if until_eos and toks[0] in (self.bench.eos_id, 1):
+                break
+            if self.bench.machine.pos >= self.bench.machine.plan.context:
+                break
+        return done
+
+    def _token(self, running: bool = False) -> list[int]:
+        toks = self.bench.machine.step_token()
+        if running:  # counted even when the pause arrived during this token: it was produced
+            self._run_tokens += 1
+        self._token_done()
+        return toks
+
+    def _finish_run(self) -> None:
+        if self._run_tokens:
+            self._record("generate", self._run_tokens)
+            self._run_tokens = 0
+            self.publish(force=True)  # the panes must see "paused" and the last tokens
+
+    def _record(self, name: str, value) -> None:
+        if name == "generate" and self.steps and self.steps[-1][0] == "generate" and value != "eos" \
+                and self.steps[-1][1] != "eos":
+            self.steps[-1] = ("generate", self.steps[-1][1] + value)
+        else:
+            self.steps.append((name, value))
+
+    def _set_status(self, msg: str) -> None:
+        self.status = msg
+        self.events.put(("status", msg))
+
+    # -- bookkeeping per token ------------------------------------------------------------------
+    def _after_rebuild(self) -> None:
+        m = self.bench.machine
+        self._mark = m.counters.copy()
+        self._last = m.counters.minus(self._mark)
+        self._last_complete = False
+        self._spill_step: int | None = None
+        self._min_cap = int(m.plan.kv_capacity.min()) if m.plan.kv_capacity.size else 0
+        tok = self.bench.model.tokenizer
+        self._prompt_pieces = tuple(self._piece(a, b) for a, b in zip([None] + m.prompt[:-1], m.prompt))[1:] \
+            if tok else tuple(f"{i} " for i in m.prompt)
+        self._pieces: list[str] = []
+        self._ref: _RefState | None = None
+        self._machine_id = id(m)
+
+    def _piece(self, prev, token: int) -> str:
+        tok = self.bench.model.tokenizer
+        if tok is None:
+            return f"{token} "
+        return tok.decode_piece(prev if prev is not None else tok.bos_id, token)
+
+    def _token_done(self) -> None:
+        m = self.bench.machine
+        c = m.counters
+        self._last = c.minus(self._mark)
+        self._mark = c.copy()
+        self._last_complete = True
+        if self._spill_step is None and m.pos > self._min_cap:
+            self._spill_step = len(m.history)
+        gen = m.generated[0]
+        while len(self._pieces) < len(gen):
+            i = len(self._pieces)
+            prev = gen[i - 1] if i else (m.prompt[-1] if m.prompt else None)
+            self._pieces.append(self._piece(prev, gen[i]))
+        self.publish()
+
+    def _reference_catch_up(self) -> tuple[bool, ...]:
+        m = self.bench.machine
+        gen = m.generated[0]
+        if self._ref is None:
+            from ..model.reference import Reference
+
+            self._ref = _RefState(Reference(self.bench.model, batch=1, max_seq=m.plan.context))
+            self._ref.logits = self._ref.ref.prefill(np.asarray([m.prompt], dtype=np.int64))
+        r = self._ref
+        budget = REF_STEPS_PER_FRAME
+        while len(r.expected) < len(gen) and budget and r.logits is not None:
+            r.expected.append(int(np.argmax(r.logits[0])))
+            fed = gen[len(r.expected) - 1]
+            r.logits = r.ref.step(np.array([fed], dtype=np.int64)) if r.ref.pos < r.ref.max_seq else None
+            budget -= 1
+        return tuple(e == g for e, g in zip(r.expected, gen))
+
+    def publish(self, force: bool = False) -> None:
+        """Overwrite the latest-frame slot (at most every FRAME_INTERVAL_S unless forced)."""
+        now = time.perf_counter()
+        if not force and now - self._last_publish < FRAME_INTERVAL_S:
+            return
+        self._last_publish = now
+        m = self.bench.machine
+        if id(m) != self._machine_id:
+            self._after_rebuild()
+        last = self._last if self._last_complete and not m.in_pass else m.counters.minus(self._mark)
+        match = self._reference_catch_up() if self.match_reference else ()
+        self._version += 1
+        self.latest = Frame(self._version, self.bench, m.snapshot(), last, not m.in_pass, tuple(m.history), m.pos,
+                            m.pc, m.in_pass, self._prompt_pieces, tuple(self._pieces), match, self._spill_step,
+                            self.running.is_set(), self.note, self.status)
+
+    def options_with(self, name: str, value):
+        return replace(self.bench.options, **{name: value})

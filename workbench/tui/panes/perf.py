@@ -1,0 +1,88 @@
+"""Performance pane: TTFT, time per token, tokens/s, MAC and bandwidth utilization, and what bound the step."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from ... import cost
+from ...machine.isa import OPCODE_NAMES
+from ..fmt import nbytes, si, sparkline
+from .base import CLASS_STYLE, Pane
+
+
+def utilization(chip, c) -> dict[str, float]:
+    """Cycles each resource needed for the counts in ``c`` over the cycles that elapsed (0..1)."""
+    p = cost.cost_params(chip)
+    T = len(c.clock)
+    cycles = c.cycles
+    if cycles <= 0:
+        return {"mac": 0.0, "sram": 0.0, "offchip": 0.0, "noc": 0.0}
+    mac_need = 0.0
+    macs = c.tile_macs.sum(axis=0)
+    for i in range(cost.N_PREC):
+        rate = p[cost.P_MACS + i]
+        if macs[i] and rate > 0:
+            mac_need += macs[i] / (rate * T)
+    sram_need = (c.sram_rd.sum() + c.sram_wr.sum()) / (p[cost.P_SRAM_BPC] * T) if p[cost.P_SRAM_BPC] else 0.0
+    off = float(c.off_rd.sum() + c.off_wr.sum())
+    off_need = off / p[cost.P_DRAM_BPC] if p[cost.P_DRAM_BPC] else 0.0
+    noc_need = float(c.link_busy.max(initial=0.0))
+    return {"mac": mac_need / cycles, "sram": sram_need / cycles, "offchip": off_need / cycles,
+            "noc": noc_need / cycles}
+
+
+class PerfPane(Pane):
+    TITLE = "Performance"
+    KEY = "5"
+
+    def compose(self):
+        yield Static(id="perf-text")
+
+    def show(self, frame, ui) -> None:
+        m = frame.bench.machine
+        chip = frame.bench.chip
+        B = m.options.batch
+        hist = frame.history
+        decode = [h for h in hist if not h.prefill]
+        t = Text()
+        ttft = m.ttft_s if hist else None
+        t.append("TTFT ", CLASS_STYLE["dim"])
+        t.append(si(ttft, "s") if ttft else "—")
+        if decode:
+            last_s = decode[-1].seconds
+            mean_s = sum(h.seconds for h in decode) / len(decode)
+            t.append(f"   decode {si(last_s, 's')}/token (mean {si(mean_s, 's')})\n")
+            t.append(f"{1 / last_s:,.1f} tok/s per user · {B / last_s:,.1f} tok/s aggregate (batch {B})\n")
+        else:
+            t.append("   decode —\n\n")
+        c = frame.last
+        u = utilization(chip, c)
+        label = "last token" if frame.last_complete else "token so far"
+        t.append(f"utilization, {label}:\n", "bold")
+        for name, key in (("MAC", "mac"), ("SRAM bw", "sram"), ("off-chip bw", "offchip"), ("busiest link", "noc")):
+            frac = min(u[key], 1.0)
+            t.append(f" {name:<12} {100 * u[key]:5.1f}% ")
+            t.append("█" * int(round(20 * frac)), CLASS_STYLE["weights"])
+            t.append("\n")
+        macs = float(c.tile_macs.sum())
+        streamed = float(c.off_rd.sum() + c.off_wr.sum())
+        mem_bytes = streamed if chip.has_offchip and streamed else float(c.sram_rd.sum())
+        intensity = 2 * macs / mem_bytes if mem_bytes else 0.0
+        ridge = chip.ridge_ops_per_byte(m.options.precision)
+        bound = max(u, key=u.get)
+        verdict = {"mac": "compute-bound", "sram": "memory-bound (SRAM)", "offchip": "memory-bound (off-chip)",
+                   "noc": "network-bound"}[bound] if any(u.values()) else "—"
+        src = "off-chip" if chip.has_offchip and streamed else "SRAM"
+        t.append(f"roofline: {intensity:,.2f} ops/B from {src} vs ridge {ridge:,.1f} → ", "")
+        t.append(verdict + "\n", "bold")
+        order = sorted(range(len(OPCODE_NAMES)), key=lambda i: -c.op_cycles[i])[:4]
+        tot = float(c.op_cycles.sum())
+        if tot:
+            t.append("op time: " + ", ".join(f"{OPCODE_NAMES[i]} {100 * c.op_cycles[i] / tot:.0f}%"
+                                             for i in order if c.op_cycles[i]) + "\n", CLASS_STYLE["dim"])
+        t.append(f"MACs {macs:,.0f} · SRAM {nbytes(c.sram_rd.sum() + c.sram_wr.sum())} · off-chip {nbytes(streamed)}\n")
+        width = max(10, (self.size.width or 60) - 12)
+        t.append("ms/token ", CLASS_STYLE["dim"])
+        t.append(sparkline([h.seconds for h in decode], width), CLASS_STYLE["kv"])
+        self.query_one("#perf-text", Static).update(t)
