@@ -7,6 +7,8 @@ Nothing else in asicbench computes time or energy.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 from numba import njit
 
@@ -99,14 +101,21 @@ def compute_op_cycles(macs, prec, vec_ops, sram_bytes, params):
     return t + params[P_OP_OVERHEAD]
 
 
+@lru_cache(maxsize=64)
+def mac_pj_vector(chip) -> np.ndarray:
+    """pJ per MAC for each precision index (fallbacks applied), computed once per chip."""
+    return np.array([mac_energy_pj(chip, p) for p in CHIP_PRECISIONS], dtype=np.float64)
+
+
 def energy_pj(chip, macs_by_prec: np.ndarray, vector_ops: float, sram_read_bytes: float, sram_write_bytes: float,
               offchip_bytes: float, hop_bytes: float, chip_link_bytes: float, seconds: float) -> dict[str, float]:
     """Energy by component in picojoules: every count times its pJ, plus static W times time."""
     e = chip.energy
     out = {}
+    pj = mac_pj_vector(chip)
     for prec, i in PREC_INDEX.items():
-        out[f"mac_{prec}"] = float(macs_by_prec[i]) * mac_energy_pj(chip, prec)
-    out["vector"] = float(vector_ops) * mac_energy_pj(chip, "f32")
+        out[f"mac_{prec}"] = float(macs_by_prec[i]) * pj[i]
+    out["vector"] = float(vector_ops) * pj[VEC_PREC]
     out["sram_read"] = float(sram_read_bytes) * e.pj_per_byte_sram_read
     out["sram_write"] = float(sram_write_bytes) * e.pj_per_byte_sram_write
     out["offchip"] = float(offchip_bytes) * e.pj_per_byte_dram
@@ -125,4 +134,4 @@ def mac_energy_pj(chip, prec: str) -> float:
         if chip.tile.macs_per_cycle.get(p, 0) > 0 and p in chip.energy.pj_per_mac:
             return float(chip.energy.pj_per_mac[p])
         p = FALLBACK[p]
-    return float(chip.energy.pj_per_mac.get("f32", 0.0))
+    return float(chip.energy.pj_per_mac.get("f32", 0.0))  # no unit at all: the fp32 vector unit does it
