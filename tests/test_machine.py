@@ -301,3 +301,26 @@ def test_default_bench_runs():
     tokens = bench.machine.generate(8)[0]
     assert len(tokens) == 8
     check_laws(bench.machine)
+
+
+def test_nan_in_activations_stops_with_op_layer_and_tile(teaching):
+    """A NaN planted in a norm weight surfaces as a MachineFault naming the op, its layer and tile."""
+    from workbench.errors import MachineFault
+    from workbench.model.config import ModelConfig
+    from workbench.model.load import random_model
+    from workbench.machine.machine import Machine
+    from workbench.compiler import CompileOptions
+
+    cfg = ModelConfig("nan", dim=64, hidden_dim=128, n_layers=2, n_heads=2, n_kv_heads=1, vocab_size=64, seq_len=32)
+    model = random_model(cfg, seed=3)
+    m = Machine(teaching, model, CompileOptions(precision="int8", mapping="tensor"))
+    # poison layer 1's attention-norm weights in the packed store: layer 1's output then holds NaN
+    from workbench.machine import isa
+    first = [op for op in m.program.ops if op["opcode"] == isa.RMSNORM and op["layer"] == 1][0]
+    m._wf32[first["w_off"] // 4: first["w_off"] // 4 + cfg.dim] = np.nan
+    m.set_prompt([1, 2])
+    with pytest.raises(MachineFault) as err:
+        m.generate(2)
+    msg = str(err.value)
+    assert "NaN" in msg and "layer" in msg and "tile" in msg
+    assert len(msg.splitlines()) == 1

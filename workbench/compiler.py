@@ -114,6 +114,24 @@ class Plan:
     def sram_capacity(self) -> int:
         return int(self.chip.sram_bytes_per_tile)
 
+    def accumulator_bounds(self) -> list[str]:
+        """Why no integer accumulator can overflow: every int32 sum runs over one 32-element block
+        (matmuls) or one head vector (attention scores), so its largest magnitude is fixed by the formats."""
+        hd = self.config.head_dim
+        wmax = {"q8_0": 127, "q4_0": 8, "tq2_0": 2, "b1_0": 1}
+        lines = []
+        for fmt in sorted({t.fmt for t in self.tensors.values()} & set(wmax)):
+            bound = 32 * wmax[fmt] * 127
+            lines.append(f"{fmt} x int8 activations: int32 per 32-element block, |sum| <= 32 x {wmax[fmt]} x 127"
+                         f" = {bound:,} < 2^31; blocks accumulate in fp32 after scaling")
+        if self.options.kv_int8:
+            bound = hd * 127 * 127
+            if bound >= 2**31:
+                raise CompileError(f"head_dim {hd} is too large for int32 attention accumulators", key="head_dim")
+            ok = "<" if bound < 2**31 else ">="
+            lines.append(f"attention scores: int8 q x int8 k over head_dim {hd}: |sum| <= {bound:,} {ok} 2^31")
+        return lines
+
     def describe(self) -> list[str]:
         """What each tile's SRAM holds, one line per tile."""
         cap = self.sram_capacity()

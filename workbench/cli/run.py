@@ -148,6 +148,8 @@ def register(app: typer.Typer) -> None:
         kv = m.plan.kv_capacity
         print(f"KV cache: {kv.shape[0]} layers x {kv.shape[1]} kv-heads, {int(kv.min())}-{int(kv.max())} tokens per"
               f" sequence in SRAM of {m.plan.context} planned; {m.plan.kv_bytes_per_token} B per token per head")
+        for line in m.plan.accumulator_bounds():
+            print(f"accumulators: {line}")
         n_ops = len(m.program.ops)
         print(f"\nprogram: {n_ops} ops, {len(m.program.transfers)} transfers per step")
         for line in m.program.disassemble(0, min(n_ops, ops) if ops else None):

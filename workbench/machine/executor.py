@@ -191,7 +191,10 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             n = op[O_R1]
             if numeric:
                 for c in range(ncol):
-                    K.rmsnorm(act[op[O_SRC]], act[op[O_OUT]], c, n, wf32, op[O_W_OFF] // 4, fs[FS_EPS])
+                    if not K.rmsnorm(act[op[O_SRC]], act[op[O_OUT]], c, n, wf32, op[O_W_OFF] // 4, fs[FS_EPS]):
+                        st[S_FAULT] = FAULT_NAN
+                        st[S_FAULT_OP] = i
+                        return i
             tile_vec[tile] += ncol * 3 * n
             sram_rd[tile] += ncol * n * 4 + n * 4
             sram_wr[tile] += ncol * n * 4
@@ -211,8 +214,10 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                     if not routed:
                         continue
                 active += 1
-                if numeric:
-                    K.quantize_q8(act[op[O_SRC]], c, r0, r1, xq[op[O_OUT]], xd[op[O_OUT]])
+                if numeric and not K.quantize_q8(act[op[O_SRC]], c, r0, r1, xq[op[O_OUT]], xd[op[O_OUT]]):
+                    st[S_FAULT] = FAULT_NAN
+                    st[S_FAULT_OP] = i
+                    return i
             tile_vec[tile] += active * 2 * n
             sram_rd[tile] += active * n * 4
             sram_wr[tile] += active * (n + (n + 31) // 32 * 4)

@@ -29,11 +29,16 @@ def round_away(v):
 
 @njit(cache=True, nogil=True)
 def quantize_q8(x, c, k0, k1, q, d):
-    """Quantize x[c, k0:k1] in blocks of 32: d = max|x| / 127, q = round(x / d), clipped to +-127."""
+    """Quantize x[c, k0:k1] in blocks of 32: d = max|x| / 127, q = round(x / d), clipped to +-127.
+
+    Returns False (nothing written) when the input holds a NaN or infinity: the machine stops with a fault.
+    """
     for b in range(k0 // 32, (k1 + 31) // 32):
         amax = np.float32(0.0)
         for j in range(32):
             a = abs(x[c, b * 32 + j])
+            if not a <= np.float32(np.inf) or a == np.float32(np.inf):
+                return False
             if a > amax:
                 amax = a
         dd = np.float32(amax / np.float32(127.0))
@@ -48,6 +53,7 @@ def quantize_q8(x, c, k0, k1, q, d):
                 elif v < -127:
                     v = -127
                 q[c, b * 32 + j] = np.int8(v)
+    return True
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -194,13 +200,17 @@ def dequant_row(fmt, w, wi8, wf32, wu16, off, rb, row, cols, out, c, f16, bf16):
 
 @njit(cache=True, nogil=True)
 def rmsnorm(x, out, c, n, wf32, w_idx, eps):
+    """Returns False when the input holds a NaN or infinity (the machine stops with a fault)."""
     ss = np.float32(0.0)
     for j in range(n):
         ss += x[c, j] * x[c, j]
+    if not np.isfinite(ss):
+        return False
     ss = ss / np.float32(n) + np.float32(eps)
     scale = np.float32(1.0) / np.float32(math.sqrt(ss))
     for j in range(n):
         out[c, j] = wf32[w_idx + j] * (scale * x[c, j])
+    return True
 
 
 @njit(cache=True, nogil=True)

@@ -287,7 +287,7 @@ class Machine:
         op = self.program.ops[self._st[ex.S_FAULT_OP]]
         code = self._st[ex.S_FAULT]
         self._st[ex.S_FAULT] = 0
-        what = "a NaN or infinity in the logits" if code == ex.FAULT_NAN else "the KV cache is full"
+        what = "a NaN or infinity in the activations" if code == ex.FAULT_NAN else "the KV cache is full"
         raise MachineFault(f"{what} at op {self._st[ex.S_FAULT_OP]} ({isa.OPCODE_NAMES[op['opcode']]},"
                            f" layer {op['layer']}, tile {op['tile']})")
 
