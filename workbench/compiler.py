@@ -164,6 +164,13 @@ def split(n: int, parts: int, unit: int) -> list[tuple[int, int]]:
     return out
 
 
+def per_col_act_bytes(config: ModelConfig, group_tiles: int) -> int:
+    """Activation bytes one tile holds per column: the input vector (fp32 and its int8 copy) and its
+    share of the q/k/v, classifier and FFN outputs."""
+    share = config.q_dim + 2 * config.kv_dim + config.vocab_size + 3 * config.hidden_dim * max(config.n_experts_used, 1)
+    return 5 * config.dim + ACT_BYTES * (-(-share // group_tiles))
+
+
 def _groups(n_tiles: int, n_layers: int, mapping: str) -> list[list[int]]:
     if mapping == "tensor":
         n_groups = 1
@@ -209,9 +216,7 @@ def _place(chip, config: ModelConfig, options: CompileOptions, mapping: str) -> 
 
     # activation working set per tile: the input vector (fp32 + its int8 copy) and this tile's share of the
     # outputs, per column; a prefill chunk that does not fit is halved (the chunk is a schedule choice)
-    g_max = max(len(g) for g in groups)
-    per_col = (5 * config.dim + ACT_BYTES * (-(-(config.q_dim + 2 * config.kv_dim + config.vocab_size
-                                               + 3 * config.hidden_dim * max(config.n_experts_used, 1)) // g_max)))
+    per_col = per_col_act_bytes(config, max(len(g) for g in groups))
     while options.prefill_chunk > 1 and per_col * options.batch * options.prefill_chunk > cap // 4:
         options = replace(options, prefill_chunk=options.prefill_chunk // 2)
     cols = options.batch * options.prefill_chunk

@@ -114,8 +114,8 @@ def energy_pj(chip, macs_by_prec: np.ndarray, vector_ops: float, sram_read_bytes
     out = {}
     pj = mac_pj_vector(chip)
     for prec, i in PREC_INDEX.items():
-        out[f"mac_{prec}"] = float(macs_by_prec[i]) * pj[i]
-    out["vector"] = float(vector_ops) * pj[VEC_PREC]
+        out[f"mac_{prec}"] = float(macs_by_prec[i]) * float(pj[i])
+    out["vector"] = float(vector_ops) * float(pj[VEC_PREC])
     out["sram_read"] = float(sram_read_bytes) * e.pj_per_byte_sram_read
     out["sram_write"] = float(sram_write_bytes) * e.pj_per_byte_sram_write
     out["offchip"] = float(offchip_bytes) * e.pj_per_byte_dram

@@ -14,6 +14,7 @@ from numba import njit
 from .. import cost as cm
 from . import isa
 from . import kernels as K
+from .topology import route_links
 
 # op field columns as plain ints (numba reads module-level ints as constants)
 O_AUX = isa.F["aux"]
@@ -58,12 +59,12 @@ def _comm_begin(scratch_load, touched, n_touched):
 
 
 @njit(cache=True, nogil=True)
-def _route(src, dst, nbytes, kind, routes, hops, scratch_load, touched, n_touched,
+def _route(src, dst, nbytes, kind, geometry, pathbuf, scratch_load, touched, n_touched,
            link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr):
-    """Count one transfer along its precomputed route; returns the new number of touched links."""
-    h = hops[src, dst]
+    """Count one transfer along its dimension-ordered route; returns the new number of touched links."""
+    h = route_links(src, dst, geometry, pathbuf)
     for i in range(h):
-        lk = routes[src, dst, i]
+        lk = pathbuf[i]
         if scratch_load[lk] == 0.0:
             touched[n_touched] = lk
             n_touched += 1
@@ -119,7 +120,7 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
         act, xq, xd, parts, kq, kd, vq, vd, kf, vf,
         tokens, out_tokens, col_seq, col_pos, sel, selw, rng, cos_t, sin_t,
         kv_home, kv_cap, groups, expert_tiles, embed_tab,
-        routes, hops,
+        geometry, pathbuf, hops,
         tile_macs, tile_vec, sram_rd, sram_wr, off_rd, off_wr, link_bytes, link_busy, kind_bytes, hop_bytes,
         sent, recv, op_cycles, op_count, clock, busy,
         scratch_load, touched, mask, scores, qq, headout, probs, colmask, wv, accbuf):
@@ -377,7 +378,7 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                     dst = groups[g, gi]
                     if dst >= 0 and dst != owner:
                         mask[dst] = True
-                        n_touched = _route(owner, dst, st[S_DIM] * 4, isa.KIND_SEND, routes, hops, scratch_load, touched,
+                        n_touched = _route(owner, dst, st[S_DIM] * 4, isa.KIND_SEND, geometry, pathbuf, scratch_load, touched,
                                            n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
                         if hops[owner, dst] > gmax:
                             gmax = hops[owner, dst]
@@ -422,7 +423,7 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                                 continue  # the expert's reduced output leaves from its first tile only
                             mask[et] = True
                             a, b = (home, et) if code == isa.MOE_DISPATCH else (et, home)
-                            n_touched = _route(a, b, op[O_NBYTES], kind, routes, hops, scratch_load, touched,
+                            n_touched = _route(a, b, op[O_NBYTES], kind, geometry, pathbuf, scratch_load, touched,
                                                n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
                             if hops[a, b] > gmax:
                                 gmax = hops[a, b]
@@ -432,7 +433,7 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                     b = transfers[j, 1]
                     mask[a] = True
                     mask[b] = True
-                    n_touched = _route(a, b, transfers[j, 2] * ncol, kind, routes, hops, scratch_load, touched,
+                    n_touched = _route(a, b, transfers[j, 2] * ncol, kind, geometry, pathbuf, scratch_load, touched,
                                        n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
                     if hops[a, b] > gmax:
                         gmax = hops[a, b]

@@ -136,7 +136,8 @@ class Machine:
         plan, cfg, chip = self.plan, self.config, self.chip
         T = plan.n_tiles
         self.params = cost.cost_params(chip)
-        self._routes = plan.topology.routes
+        self._geometry = plan.topology.geometry
+        self._pathbuf = np.zeros(plan.topology.rows * plan.topology.cols + 2, np.int64)
         self._hops = plan.topology.hops
         gmax = max(len(g) for g in plan.groups)
         self._groups = np.full((len(plan.groups), gmax), -1, dtype=np.int64)
@@ -276,7 +277,7 @@ class Machine:
                          s.act, s.xq, s.xd, s.parts, s.kq, s.kd, s.vq, s.vd, s.kf, s.vf,
                          s.tokens, s.out_tokens, s.col_seq, s.col_pos, s.sel, s.selw, s.rng, self._cos, self._sin,
                          self.plan.kv_home, self.plan.kv_capacity, self._groups, self._expert_tiles, self._embed_tab,
-                         self._routes, self._hops,
+                         self._geometry, self._pathbuf, self._hops,
                          c.tile_macs, c.tile_vec, c.sram_rd, c.sram_wr, c.off_rd, c.off_wr, c.link_bytes, c.link_busy,
                          c.kind_bytes, c.hop_bytes, c.sent, c.recv, c.op_cycles, c.op_count, c.clock, c.busy,
                          sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], self._colmask, self._wv, self._acc)

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..compiler import ACT_BYTES, KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard
+from ..compiler import ACT_BYTES, KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
 from ..machine.tensors import tensor_table
 from ..machine.topology import Topology, build
 from ..model.config import ModelConfig
@@ -47,12 +47,6 @@ def topology(rows: int, cols: int, kind: str, used_tiles: int) -> Topology:
     if kind == "mesh" and rows * cols > FULL_TOPOLOGY_TILES:
         rows = min(rows, -(-used_tiles // cols))
     return build(rows, cols, kind)
-
-
-def per_col_act_bytes(config: ModelConfig, group_tiles: int) -> int:
-    """Activation bytes per column on each tile: the formula of compiler._place."""
-    return ACT_BYTES * (4 * config.dim + config.q_dim + 2 * config.kv_dim + config.vocab_size // group_tiles
-                        + 3 * (-(-config.hidden_dim * max(config.n_experts_used, 1) // group_tiles)))
 
 
 @dataclass(frozen=True)

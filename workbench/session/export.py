@@ -32,6 +32,8 @@ def _plain(value):
         return [_plain(v) for v in value]
     if isinstance(value, np.ndarray):
         return _plain(value.tolist())
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, np.integer):
         return int(value)
     if isinstance(value, np.floating):
@@ -92,6 +94,7 @@ class TraceRecorder:
         self._ns_per_cycle = 1.0 / machine.chip.clock_ghz
         self._segments += 1
         self._topology = machine.plan.topology
+        self._link_dst = self._topology.link_destination()
         self._layer_starts = set(int(s) for s in machine.program.layer_starts)
 
     def end_segment(self, machine) -> None:
@@ -135,8 +138,8 @@ class TraceRecorder:
             lk = int(lk)
             if lk not in self.links:
                 src, d = divmod(lk, 4)
-                nbr = np.nonzero(self._topology.routes[src, :, 0] == lk)[0]
-                dst = f" -> tile {int(nbr[0])}" if len(nbr) and self._topology.hops[src, nbr[0]] == 1 else ""
+                nbr = int(self._link_dst[lk])
+                dst = f" -> tile {nbr}" if nbr >= 0 else ""
                 self.links[lk] = f"link tile {src} {DIRECTIONS[d]}{dst}"
             ls = max(start, self._link_end.get(lk, start))  # the cost model does not queue across ops: keep slices disjoint
             le = ls + float(busy[lk])

@@ -117,11 +117,7 @@ class ReplayResult:
 
 def link_destinations(topology) -> np.ndarray:
     """(T*4,) the tile each directed link leads to (-1 = no such link), read off the one-hop routes."""
-    T = topology.n_tiles
-    dst = np.full(T * 4, -1, dtype=np.int64)
-    src, nbr = np.nonzero(topology.hops == 1)
-    dst[topology.routes[src, nbr, 0]] = nbr
-    return dst
+    return topology.link_destination()
 
 
 def counter_totals(chip, c: Counters) -> dict[str, object]:
