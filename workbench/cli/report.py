@@ -34,6 +34,8 @@ def print_summary(r: dict) -> None:
         ("off-chip bytes", _si(r["counters"]["offchip_read_bytes"] + r["counters"]["offchip_write_bytes"], "B")),
         ("emulator speed (host)", f"{r['host_tokens_per_s']:,.0f} tokens/s"),
     ]
+    if r.get("system_chips", 1) > 1:
+        rows.append(("emulated", f"one chip of a {r['system_chips']}-chip system (asicbench project: all of it)"))
     for k, v in rows:
         t.add_row(k, v)
     Console().print(t)

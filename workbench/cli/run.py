@@ -42,6 +42,7 @@ def summary(bench: Bench, host_seconds: float) -> dict:
     B = m.options.batch
     return {
         "chip": bench.chip.name,
+        "system_chips": bench.chip.system.chips,  # the emulator runs one chip; `project` covers the system
         "model": bench.model.config.name,
         "precision": m.options.precision,
         "mapping": plan.mapping,
