@@ -42,12 +42,20 @@ def _root(
         open_default()
 
 
+_registered = False
+
+
 def _register() -> None:
+    """Attach every sub-app and command to :data:`app` (once; tests and ``main`` may both call it)."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from . import chips, models
 
     app.add_typer(chips.app, name="chips")
     app.add_typer(models.app, name="models")
-    for module_name in ("run", "tui_cmd", "session_cmds", "project_cmds", "doctor"):
+    for module_name in ("run", "tui_cmd", "session_cmds", "project_cmds", "sweep_cmd", "doctor"):
         try:
             module = __import__(f"{__name__}.{module_name}", fromlist=["register"])
         except ModuleNotFoundError as exc:
@@ -63,13 +71,40 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def main() -> None:
+def _usage_line(exc) -> str:
+    """Click's usage error as one line: command, problem, where to look (its default is a boxed block)."""
+    ctx = getattr(exc, "ctx", None)
+    path = ctx.command_path if ctx is not None else "asicbench"
+    where = path.partition(" ")[2]
+    return f"{where + ': ' if where else ''}{exc.format_message()} (see '{path} --help')"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: run the command, turn every kind of bad input into one line and exit 2."""
+    from typer.exceptions import Abort
+
+    try:
+        from typer._click import exceptions as click_exc  # typer >= 0.20 vendors click
+    except ImportError:  # pragma: no cover - older typer depends on click itself
+        from click import exceptions as click_exc
+
     _register()
     try:
-        app()
+        rv = app(args=argv, prog_name="asicbench", standalone_mode=False)
+    except click_exc.NoArgsIsHelpError:  # the help text is already printed
+        sys.exit(2)
+    except click_exc.ClickException as exc:
+        message = _usage_line(exc) if isinstance(exc, click_exc.UsageError) else exc.format_message()
+        print(f"asicbench: {message}", file=sys.stderr)
+        sys.exit(2)
+    except Abort:
+        print("asicbench: aborted", file=sys.stderr)
+        sys.exit(1)
     except WorkbenchError as exc:
         print(f"asicbench: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("asicbench: interrupted", file=sys.stderr)
         sys.exit(130)
+    # without standalone mode a typer.Exit comes back as its code; a normal return is None
+    sys.exit(rv if isinstance(rv, int) else 0)
