@@ -597,3 +597,20 @@ def bundled_chips() -> list[str]:
     from .data import bundled_names
 
     return bundled_names("chips", (".toml",))
+
+
+# -- deriving variants (design-space sweeps) ---------------------------------------------------------
+SECTIONS = tuple(_SCHEMA)  # chip, mesh, tile, memory, noc, host, system, energy, realism
+describe_value = _found
+
+
+def profile_document(path: Path) -> tuple[dict, dict[str, Path]]:
+    """The raw document of the profile at ``path`` with its ``extends`` chain merged in, and for each
+    dotted key the file it came from."""
+    return _load_document(Path(path), ())
+
+
+def derive_chip(base_doc: dict, base_path: Path, origins: dict[str, Path], overrides: dict) -> ChipSpec:
+    """A ChipSpec from ``base_doc`` with nested ``overrides`` merged in, validated exactly as a profile file
+    is; ``origins`` names the file each dotted key is reported against in errors."""
+    return _build(_merge(base_doc, overrides), _Reader(Path(base_path), origins), Path(base_path))

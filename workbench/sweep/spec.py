@@ -31,7 +31,7 @@ MAX_MODELS = 64
 FORMAT_VERSION = 1  # bump when the meaning of a results row changes: old sidecars then stop matching
 
 TOP_KEYS = ("base_chip", "models", "description", "chip", "options", "axes")
-CHIP_SECTIONS = tuple(chipmod._SCHEMA)  # chip, mesh, tile, memory, noc, host, system, energy, realism
+CHIP_SECTIONS = chipmod.SECTIONS
 # run option -> (default, kind, lo, hi); chips None means "as many as the profile's system has"
 RUN_OPTIONS: dict[str, tuple[Any, str, int, int]] = {
     "precision": ("int8", "str", 0, 0),
@@ -146,7 +146,7 @@ def _nest(dotted: dict[str, Any]) -> dict:
 
 
 def _describe(value: Any) -> str:
-    return chipmod._found(value)
+    return chipmod.describe_value(value)
 
 
 def _read(path: Path) -> dict:
@@ -344,7 +344,7 @@ def _variants(check: _Checker, base_path: Path, overrides: dict, chip_axes: list
     count = math.prod(len(a.values) for a in chip_axes)
     if count > MAX_CHIP_VARIANTS:
         raise check.fail("axes", f"expected at most {MAX_CHIP_VARIANTS:,} chip variants, found {count:,}")
-    base_doc, base_origins = chipmod._load_document(base_path, ())
+    base_doc, base_origins = chipmod.profile_document(base_path)
     variants = []
     for combo in itertools.product(*(range(len(a.values)) for a in chip_axes)):
         dotted = dict(overrides)
@@ -352,11 +352,10 @@ def _variants(check: _Checker, base_path: Path, overrides: dict, chip_axes: list
             value = axis.values[d]
             dotted.update({f"{axis.name}.{k}": v for k, v in _flatten(value).items()} if isinstance(value, dict)
                           else {axis.name: value})
-        doc = chipmod._merge(base_doc, _nest(dotted))
         # keys set by the sweep are reported against the sweep file, the rest against the profile
         origins = {**base_origins, **{k: check.path for k in dotted}}
         try:
-            variants.append(chipmod._build(doc, chipmod._Reader(base_path, origins), base_path))
+            variants.append(chipmod.derive_chip(base_doc, base_path, origins, _nest(dotted)))
         except ProfileError as exc:
             where = ", ".join(f"{a.name}={_show(a.values[d])}" for a, d in zip(chip_axes, combo))
             message = str(exc)
@@ -390,7 +389,7 @@ def _show(value: Any) -> str:
 
 def _fingerprint(sweep: Sweep) -> str:
     """Hash of everything a result row depends on: the base profile, models, overrides, options, axes."""
-    base_doc, _ = chipmod._load_document(sweep.base_chip, ())
+    base_doc, _ = chipmod.profile_document(sweep.base_chip)
     payload = {
         "format": FORMAT_VERSION,
         "base_chip": base_doc,
