@@ -38,20 +38,10 @@ class BenchOptions:
 
     def validate(self) -> "BenchOptions":
         """Check the flags before anything is loaded, so a typo is reported first."""
-        from .compiler import MAPPINGS
-        from .precision import EMULATED_PRECISIONS
-
-        if self.precision not in EMULATED_PRECISIONS:
-            raise WorkbenchError(f"unknown precision '{self.precision}' (choose from {', '.join(EMULATED_PRECISIONS)})",
-                                 key="precision")
-        if self.mapping not in MAPPINGS:
-            raise WorkbenchError(f"unknown mapping '{self.mapping}' (choose from {', '.join(MAPPINGS)})", key="mapping")
-        if not 1 <= self.batch <= 4096:
-            raise WorkbenchError(f"batch must be between 1 and 4096, got {self.batch}", key="batch")
+        CompileOptions(precision=self.precision, mapping=self.mapping, batch=self.batch, context=self.context,
+                       prefill_chunk=self.prefill_chunk).check_flags()
         if not 0 <= self.temperature <= 100:
             raise WorkbenchError(f"temperature must be between 0 and 100, got {self.temperature}", key="temperature")
-        if self.context < 0:
-            raise WorkbenchError(f"context must be 0 (the model's) or more, got {self.context}", key="context")
         return self
 
 

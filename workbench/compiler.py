@@ -40,6 +40,14 @@ class CompileOptions:
     prefill_chunk: int = 16
 
     def validated(self, config: ModelConfig) -> "CompileOptions":
+        self.check_flags()
+        if self.context < 0 or self.context > config.seq_len:
+            raise CompileError(f"context must be between 1 and the model's {config.seq_len} tokens, got {self.context}",
+                               key="context")
+        return self
+
+    def check_flags(self) -> "CompileOptions":
+        """Everything that can be checked without the model."""
         if self.precision not in EMULATED_PRECISIONS:
             raise CompileError(f"unknown precision '{self.precision}' (choose from {', '.join(EMULATED_PRECISIONS)})",
                                key="precision")
@@ -47,9 +55,8 @@ class CompileOptions:
             raise CompileError(f"unknown mapping '{self.mapping}' (choose from {', '.join(MAPPINGS)})", key="mapping")
         if not 1 <= self.batch <= 4096:
             raise CompileError(f"batch must be between 1 and 4096, got {self.batch}", key="batch")
-        if self.context < 0 or self.context > config.seq_len:
-            raise CompileError(f"context must be between 1 and the model's {config.seq_len} tokens, got {self.context}",
-                               key="context")
+        if self.context < 0:
+            raise CompileError(f"context must be 0 (the model's) or more, got {self.context}", key="context")
         if not 1 <= self.prefill_chunk <= 4096:
             raise CompileError(f"prefill_chunk must be between 1 and 4096, got {self.prefill_chunk}", key="prefill_chunk")
         return self

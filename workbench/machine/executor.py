@@ -51,6 +51,17 @@ N_FS = 4
 FAULT_NONE, FAULT_NAN, FAULT_CONTEXT = 0, 1, 2
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _routed(sel, c, e, n_used):
+    """Does column c go through expert e? Every column goes through a dense op (e < 0)."""
+    if e < 0:
+        return True
+    for j in range(n_used):
+        if sel[c, j] == e:
+            return True
+    return False
+
+
 @njit(cache=True, nogil=True)
 def _comm_begin(scratch_load, touched, n_touched):
     for i in range(n_touched):
@@ -149,14 +160,8 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             slot = op[O_DST]
             active = 0
             for c in range(ncol):
-                routed = True
-                if e >= 0:
-                    routed = False
-                    for j in range(st[S_NUSED]):
-                        if sel[c, j] == e:
-                            routed = True
-                colmask[c] = routed
-                if routed:
+                colmask[c] = _routed(sel, c, e, st[S_NUSED])
+                if colmask[c]:
                     active += 1
             if numeric and active > 0:
                 y = parts[slot] if slot >= 0 else act[op[O_OUT]]
@@ -177,11 +182,10 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                 dur = cm.compute_op_cycles(macs, prec, 0, op[O_NBYTES] + act_bytes, params)
         elif code == isa.STREAM:
             e = op[O_AUX]
-            routed = e < 0
+            routed = False
             for c in range(ncol):
-                for j in range(st[S_NUSED]):
-                    if e >= 0 and sel[c, j] == e:
-                        routed = True
+                if _routed(sel, c, e, st[S_NUSED]):
+                    routed = True
             if routed:
                 nb = op[O_NBYTES]
                 end = _dram(tile, nb, t0, clock, fs, params, off_rd)
@@ -207,13 +211,8 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             n = r1 - r0
             active = 0
             for c in range(ncol):
-                if e >= 0:
-                    routed = False
-                    for j in range(st[S_NUSED]):
-                        if sel[c, j] == e:
-                            routed = True
-                    if not routed:
-                        continue
+                if not _routed(sel, c, e, st[S_NUSED]):
+                    continue
                 active += 1
                 if numeric and not K.quantize_q8(act[op[O_SRC]], c, r0, r1, xq[op[O_OUT]], xd[op[O_OUT]]):
                     st[S_FAULT] = FAULT_NAN
@@ -301,13 +300,8 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             e = op[O_AUX2]
             active = 0
             for c in range(ncol):
-                if e >= 0:
-                    routed = False
-                    for j in range(st[S_NUSED]):
-                        if sel[c, j] == e:
-                            routed = True
-                    if not routed:
-                        continue
+                if not _routed(sel, c, e, st[S_NUSED]):
+                    continue
                 active += 1
                 if numeric:
                     out = act[op[O_OUT]]
@@ -327,13 +321,8 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             e = op[O_AUX]
             active = 0
             for c in range(ncol):
-                if e >= 0:
-                    routed = False
-                    for j in range(st[S_NUSED]):
-                        if sel[c, j] == e:
-                            routed = True
-                    if not routed:
-                        continue
+                if not _routed(sel, c, e, st[S_NUSED]):
+                    continue
                 active += 1
                 if numeric:
                     K.silu_mul(act[op[O_OUT]], act[op[O_SRC]], c, r0, r1)

@@ -279,13 +279,20 @@ def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores
             att[c, lo + j] = out[j]
 
 
-@njit(cache=True, nogil=True)
-def _softmax_weighted(scores, npos, mx, vq, vd, l, h, seq, hd, out):
+@njit(cache=True, nogil=True, inline="always")
+def _exp_scores(scores, npos, mx):
+    """scores[t] <- exp(scores[t] - mx) (float64 exp rounded to fp32); returns their fp32 sum in order."""
     tot = np.float32(0.0)
     for t in range(npos):
         e = np.float32(math.exp(np.float64(scores[t] - mx)))
         scores[t] = e
         tot += e
+    return tot
+
+
+@njit(cache=True, nogil=True)
+def _softmax_weighted(scores, npos, mx, vq, vd, l, h, seq, hd, out):
+    tot = _exp_scores(scores, npos, mx)
     for j in range(hd):
         out[j] = np.float32(0.0)
     values = vq[l, h, seq]
@@ -313,11 +320,7 @@ def attention_f32(q, att, c, h, n_rep, hd, npos, kf, vf, l, seq, scores, out):
             scores[t] = s
             if s > mx:
                 mx = s
-        tot = np.float32(0.0)
-        for t in range(npos):
-            e = np.float32(math.exp(np.float64(scores[t] - mx)))
-            scores[t] = e
-            tot += e
+        tot = _exp_scores(scores, npos, mx)
         for j in range(hd):
             out[j] = np.float32(0.0)
         for t in range(npos):
