@@ -1,9 +1,9 @@
 """Per-chip slices of a big model and where their weights and KV cache live, by the compiler's own rules.
 
-The compiler places layer after layer greedily (early layers resident in SRAM, later ones streamed);
-since decoder layers are identical, :func:`place` replays that greedy arithmetic per tile with numpy
-for the full depth, and :func:`reduced_plan` builds the two-layer Plan (layer 0 resident, layer 1
-streamed) whose shape-only run gives the cost of each kind of layer.
+The compiler keeps, per tile, the longest prefix of its shards (in layer order) resident and streams the
+rest through one staging buffer; since decoder layers are identical, :func:`place` replays that rule for
+every tile at once with numpy for the full depth, and :func:`reduced_plan` builds the two-layer Plan
+(layer 0 resident, layer 1 streamed) whose shape-only run gives the cost of each kind of layer.
 """
 
 from __future__ import annotations
@@ -129,42 +129,10 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
         why = f"activations and KV reserve overflow a tile's SRAM by {int(-budget.min()):,} B"
         budget = np.maximum(budget, 0)
 
-    weight = np.zeros(T, np.int64)
-    staging = np.zeros(T, np.int64)
-    resident = 0.0
-    per_tile_layer = slots.sum(axis=0)
-    ok_staging = True
-
-    def put(s: np.ndarray) -> int:
-        nonlocal ok_staging
-        has = s > 0
-        fits = has & (weight + staging + s <= budget)
-        weight[fits] += s[fits]
-        stream = has & ~fits
-        if stream.any():
-            grow = np.where(stream, np.maximum(0, s - staging), 0)
-            bad = stream & (weight + staging + grow > budget)
-            if bad.any():
-                ok_staging = False
-            staging[:] = staging + np.where(bad, 0, grow)
-        return int(s[fits].sum())
-
-    l = 0
-    while l < n_layers:
-        if np.all(weight + staging + per_tile_layer * (n_layers - l) <= budget):
-            weight += per_tile_layer * (n_layers - l)   # everything left fits: all resident
-            resident += n_layers - l
-            break
-        before = staging.copy()
-        got = sum(put(slots[j]) for j in range(len(slots)))
-        resident += got / max(layer_total, 1)
-        l += 1
-        if got == 0 and np.array_equal(before, staging):
-            break                                          # identical layers: the rest stream the same way
-    tail_res = sum(put(tail[i]) for i in range(2))
+    weight, staging, resident, tail_res, ok_staging = _residency(slots, tail, n_layers, budget)
     tail_resident = tail_res * 2 >= int(tail.sum())
 
-    streamed_any = resident < n_layers - 1e-9 or not tail_resident
+    streamed_any = int(weight.sum()) < total_weights
     free = cap - weight - staging - act
     kv_bytes = np.where(kv_want > 0, np.minimum(np.maximum(free, 0), kv_want), 0)
     per_slot = kv_bytes // np.maximum(heads_on, 1)
@@ -184,6 +152,29 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
         why = why or "a tile cannot hold the staging buffer of a streamed shard"
     return Placement(n_layers, resident, tail_resident, weight, staging, act, kv_bytes.astype(np.int64), kv_cap,
                      total_weights, int(kv_want.sum()), ok, why)
+
+
+def _residency(slots: np.ndarray, tail: np.ndarray, n_layers: int, budget: np.ndarray):
+    """compiler._residency for every tile at once: each tile's shards in layer order (then the embedding and
+    classifier) keep the longest prefix resident such that the rest fit through one staging buffer as large as
+    the largest streamed shard. Returns weight and staging bytes per tile, the resident layers (fractional,
+    by bytes), the resident tail bytes, and whether every tile could hold its staging buffer."""
+    seq = np.concatenate([np.tile(slots, (n_layers, 1)), tail], axis=0)           # (N, T) in compiler order
+    N, T = seq.shape
+    prefix = np.zeros((N + 1, T), np.int64)
+    np.cumsum(seq, axis=0, out=prefix[1:])
+    tail_max = np.zeros((N + 1, T), np.int64)
+    tail_max[:N] = np.maximum.accumulate(seq[::-1], axis=0)[::-1]
+    fits = prefix + tail_max <= budget
+    keep = np.where(fits.any(axis=0), N - np.argmax(fits[::-1], axis=0), 0)      # longest fitting prefix
+    cols = np.arange(T)
+    weight = prefix[keep, cols]
+    staging = tail_max[keep, cols]
+    layer_bytes = prefix[n_layers * len(slots), cols]
+    layer_total = int(slots.sum())
+    resident = float(np.minimum(weight, layer_bytes).sum()) / max(layer_total, 1)
+    tail_res = int(np.maximum(weight - layer_bytes, 0).sum())
+    return weight, staging, resident, tail_res, bool(fits.any(axis=0).all())
 
 
 @lru_cache(maxsize=256)
