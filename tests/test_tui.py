@@ -15,12 +15,13 @@ import pytest
 
 pytest.importorskip("textual")
 
-from textual.widgets import Input, OptionList, Static  # noqa: E402
+from textual.widgets import Input, OptionList  # noqa: E402
 
 from workbench.bench import Bench, BenchOptions  # noqa: E402
 from workbench.commands import COMMANDS  # noqa: E402
 from workbench.tui.app import WorkbenchApp  # noqa: E402
 from workbench.tui.fmt import nbytes  # noqa: E402
+from workbench.tui.panes.base import Lines, ScrollLines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,7 +44,8 @@ async def settle(pilot, app, timeout: float = 20.0) -> None:
 
 
 def text_of(app, selector: str) -> str:
-    return str(app.screen.query_one(selector, Static).render())
+    w = app.screen.query_one(selector)
+    return w.plain if isinstance(w, (Lines, ScrollLines)) else str(w.render())
 
 
 def test_step_tokens_panes_follow_counters(bench):
@@ -312,3 +314,19 @@ def test_end_to_end_in_tmux(stories260k, tmp_path):
             raise AssertionError("the app did not quit on q")
     finally:
         subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+
+
+def test_flow_wraps_words_and_reflows_from_the_last_row():
+    from workbench.tui.panes.base import flow, flow_spans, wrap
+
+    rows = flow([("hello world this is a ", "a"), ("test\nof", "b"), (" wrapping xxxxxxxxxxxxxx", "c")], 10)
+    assert ["".join(t for t, _ in r) for r in rows] == \
+        ["hello ", "world this ", "is a test", "of ", "wrapping ", "xxxxxxxxxx", "xxxx"]
+    assert rows[2] == (("is a ", "a"), ("test", "b"))
+    assert wrap((("short", "x"),), 10) == [(("short", "x"),)]
+    # appending text and re-flowing from the last row's start gives the rows a full flow gives
+    texts = [f" w{i % 37}" + ("\n" if i % 53 == 0 else "") for i in range(600)]
+    full, _ = flow_spans(texts, 40)
+    head, starts = flow_spans(texts[:350], 40)
+    tail, _ = flow_spans(texts, 40, starts[-1])
+    assert head[:-1] + tail == full

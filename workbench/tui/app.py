@@ -12,7 +12,7 @@ from pathlib import Path
 from textual.app import App
 from textual.binding import Binding
 from textual.containers import Container
-from textual.widgets import Footer, Static, Tab, Tabs
+from textual.widgets import Footer, Tab, Tabs
 
 from ..bench import Bench, BenchOptions
 from ..commands import BY_NAME, COMMANDS
@@ -23,10 +23,11 @@ from .driver import Driver
 from .modals import HelpScreen, ValueScreen
 from .palette import CommandsProvider
 from .panes import PANES
-from .panes.base import Pane
+from .panes.base import Lines, Pane
 from .session_io import save_session
 
-REFRESH_HZ = 15
+REFRESH_HZ = 15        # pane refreshes a second at most: more only takes the GIL from the machine thread
+RUNNING_HZ = 10        # while running: each refresh costs ~15-25 ms of UI-thread CPU that the machine thread loses
 SWITCH_INTERVAL_S = 0.0005
 WIDE_MIN = (150, 40)  # columns, rows from which all panes show at once
 PANE_IDS = ("sram", "kv", "mesh", "energy", "perf", "output", "program")
@@ -67,15 +68,17 @@ class WorkbenchApp(App):
         self.driver = Driver(bench)
         if session is not None:
             self.driver.load_script(session)
-        self.refresh_hz = min(20.0, max(1.0, refresh_hz))
+        self.refresh_hz = min(float(REFRESH_HZ), max(1.0, refresh_hz))
         self.active = "sram"
         self.wide = False
         self._shown = -1
         self.renders = 0  # pane refreshes done, for tests and the benchmark
+        self._timer = None
+        self._timer_hz = 0.0
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self):
-        yield Static(id="status")
+        yield Lines(id="status")
         yield Tabs(*[Tab(f"{i + 1} {P.TITLE}", id=f"tab-{pid}") for i, (pid, P) in enumerate(zip(PANE_IDS, PANES))],
                    id="tabs")
         by_id = dict(zip(PANE_IDS, PANES))
@@ -92,7 +95,7 @@ class WorkbenchApp(App):
         self.main = self.screen  # panes live here; modals may sit on top of it
         self._layout(self.size.width, self.size.height)
         self.run_worker(self.driver.loop, name="machine", group="machine", thread=True, exclusive=True)
-        self.set_interval(1 / self.refresh_hz, self._tick, name="refresh")
+        self._set_rate(self.refresh_hz)
         self.screen.query_one("#sram-grid").focus()
 
     def on_resize(self, event) -> None:
@@ -138,6 +141,12 @@ class WorkbenchApp(App):
         return w if isinstance(w, Pane) else None
 
     # -- refresh ----------------------------------------------------------------------------------
+    def _set_rate(self, hz: float) -> None:
+        if hz != self._timer_hz:
+            if self._timer is not None:
+                self._timer.stop()
+            self._timer, self._timer_hz = self.set_interval(1 / hz, self._tick, name="refresh"), hz
+
     def _tick(self) -> None:
         while True:
             try:
@@ -148,6 +157,8 @@ class WorkbenchApp(App):
                 self.notify(msg, title="error", severity="error", timeout=8)
             elif kind == "note":
                 self.notify(msg + "\n(space continues)", title="note", timeout=30)
+        frame = self.driver.latest
+        self._set_rate(min(RUNNING_HZ, self.refresh_hz) if frame is not None and frame.running else self.refresh_hz)
         self._render_frame()
 
     def visible_panes(self) -> list[Pane]:
@@ -172,13 +183,14 @@ class WorkbenchApp(App):
         b = frame.bench
         o = b.options
         state = "▶ running" if frame.running else "❚❚ paused"
-        line = (f"{state} · [b]{b.chip.name}[/b] · {b.model.config.name} · {o.precision} · {b.machine.plan.mapping}"
-                f" · batch {o.batch} · pos {frame.pos}/{b.machine.plan.context}")
+        row = [(f"{state} · ", ""), (b.chip.name, "bold"),
+               (f" · {b.model.config.name} · {o.precision} · {b.machine.plan.mapping} · batch {o.batch}"
+                f" · pos {frame.pos}/{b.machine.plan.context}", "")]
         if frame.note:
-            line += f" │ [reverse] note: {frame.note} [/reverse] (space)"
+            row += [(" │ ", ""), (f" note: {frame.note} ", "reverse"), (" (space)", "")]
         elif frame.status:
-            line += f" │ {frame.status}"
-        self.main.query_one("#status", Static).update(line)
+            row.append((f" │ {frame.status}", ""))
+        self.main.query_one("#status", Lines).set_rows([row])
 
     # -- commands ---------------------------------------------------------------------------------
     def action_cmd(self, name: str) -> None:

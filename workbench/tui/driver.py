@@ -19,7 +19,7 @@ from ..commands import BY_NAME
 from ..counters import Counters, Snapshot
 from ..errors import WorkbenchError
 
-FRAME_INTERVAL_S = 1 / 20     # at most 20 frames a second while running
+FRAME_INTERVAL_S = 1 / 15     # at most 15 frames a second while running (the UI shows at most 15)
 REF_STEPS_PER_FRAME = 16      # the f32 reference catches up a few tokens per frame so running stays fast
 
 
@@ -223,8 +223,10 @@ class Driver:
     # -- bookkeeping per token ------------------------------------------------------------------
     def _after_rebuild(self) -> None:
         m = self.bench.machine
+        # counters at the start of the current token (_mark) and of the last completed one (_prev_mark):
+        # two buffers swapped per token, the difference taken only when a frame is published
         self._mark = m.counters.copy()
-        self._last = m.counters.minus(self._mark)
+        self._prev_mark = m.counters.copy()
         self._last_complete = False
         self._spill_step: int | None = None
         self._min_cap = int(m.plan.kv_capacity.min()) if m.plan.kv_capacity.size else 0
@@ -244,8 +246,9 @@ class Driver:
     def _token_done(self) -> None:
         m = self.bench.machine
         c = m.counters
-        self._last = c.minus(self._mark)
-        self._mark = c.copy()
+        self._prev_mark, self._mark = self._mark, self._prev_mark
+        for dst, src in zip(self._mark.arrays(), c.arrays()):
+            np.copyto(dst, src)
         self._last_complete = True
         if self._spill_step is None and m.pos > self._min_cap:
             self._spill_step = len(m.history)
@@ -282,7 +285,8 @@ class Driver:
         m = self.bench.machine
         if id(m) != self._machine_id:
             self._after_rebuild()
-        last = self._last if self._last_complete and not m.in_pass else m.counters.minus(self._mark)
+        last = self._mark.minus(self._prev_mark) if self._last_complete and not m.in_pass \
+            else m.counters.minus(self._mark)
         match = self._reference_catch_up() if self.match_reference else ()
         self._version += 1
         self.latest = Frame(self._version, self.bench, m.snapshot(), last, not m.in_pass, tuple(m.history), m.pos,

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-from rich.console import Group
-from rich.text import Text
-from textual.widgets import Static
-
 from ...counters import energy
 from ..fmt import pct, si, sparkline
-from .base import CLASS_STYLE, Pane
+from .base import Lines, Pane
+
+
+def table_rows(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 1) -> list[tuple]:
+    """Columns padded to their widest cell (the first ``left`` left-aligned, the rest right-aligned), two spaces
+    between columns, the header bold and the first column dim."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def cells(r):
+        return [r[i].ljust(w) if i < left else r[i].rjust(w) for i, w in enumerate(widths)]
+
+    out = [(("  ".join(cells(header)), "bold"),)]
+    for r in rows:
+        c = cells(r)
+        out.append(((c[0], "dim"), ("  " + "  ".join(c[1:]), "")))
+    return out
 
 
 class EnergyPane(Pane):
@@ -17,7 +27,7 @@ class EnergyPane(Pane):
     KEY = "4"
 
     def compose(self):
-        yield Static(id="energy-text")
+        yield Lines(id="energy-text", wrap=True)
 
     def show(self, frame, ui) -> None:
         chip = frame.bench.chip
@@ -27,31 +37,27 @@ class EnergyPane(Pane):
         last_pj = energy(chip, last, last_s)
         cum_pj = snap.energy_pj
         total_cum = sum(cum_pj.values())
-        table = Table(box=None, pad_edge=False, show_edge=False, expand=False, padding=(0, 1))
-        table.add_column("component", style=CLASS_STYLE["dim"])
-        table.add_column("last token" if frame.last_complete else "token so far", justify="right")
-        table.add_column("since reset", justify="right")
-        table.add_column("share", justify="right")
-        for name, pj in cum_pj.items():
-            if pj == 0 and last_pj.get(name, 0) == 0:
-                continue
-            table.add_row(name, si(last_pj[name] * 1e-12, "J"), si(pj * 1e-12, "J"), pct(pj, total_cum))
+        table = [(name, si(last_pj[name] * 1e-12, "J"), si(pj * 1e-12, "J"), pct(pj, total_cum))
+                 for name, pj in cum_pj.items() if pj != 0 or last_pj.get(name, 0) != 0]
         hist = frame.history
-        decode = [h for h in hist if not h.prefill]
         B = frame.bench.machine.options.batch
-        t = Text()
-        if decode:
-            j_tok = sum(h.joules for h in decode) / (len(decode) * B)
-            t.append(f"decode {si(j_tok, 'J')}/token · {1 / j_tok if j_tok else 0:,.0f} tokens/J")
+        n_decode = sum(1 for h in hist if not h.prefill)
+        if n_decode:
+            j_tok = sum(h.joules for h in hist if not h.prefill) / (n_decode * B)
+            head = [(f"decode {si(j_tok, 'J')}/token · {1 / j_tok if j_tok else 0:,.0f} tokens/J", "")]
         elif hist:
-            t.append(f"prefill {si(hist[0].joules, 'J')} (first token)")
+            head = [(f"prefill {si(hist[0].joules, 'J')} (first token)", "")]
         else:
-            t.append("no token yet", CLASS_STYLE["dim"])
+            head = [("no token yet", "dim")]
         watts = snap.joules / snap.seconds if snap.seconds else 0.0
-        t.append(f" · average {si(watts, 'W')} over {si(snap.seconds, 's')}\n")
+        head.append((f" · average {si(watts, 'W')} over {si(snap.seconds, 's')}", ""))
         width = max(10, (self.size.width or 60) - 16)
-        t.append("J/token  ", CLASS_STYLE["dim"])
-        t.append(sparkline([h.joules for h in hist], width), CLASS_STYLE["act"])
-        t.append("\nW/token  ", CLASS_STYLE["dim"])
-        t.append(sparkline([h.joules / h.seconds if h.seconds else 0 for h in hist], width), CLASS_STYLE["staging"])
-        self.query_one("#energy-text", Static).update(Group(t, table))
+        recent = hist[-width:]  # the sparklines show only what fits
+        rows = [tuple(head),
+                (("J/token  ", "dim"), (sparkline([h.joules for h in recent], width), "act")),
+                (("W/token  ", "dim"),
+                 (sparkline([h.joules / h.seconds if h.seconds else 0 for h in recent], width), "staging"))]
+        rows += table_rows(("component", "last token" if frame.last_complete else "token so far", "since reset",
+                            "share"), table)
+        out = self.query_one("#energy-text", Lines)
+        out.set_rows(rows)

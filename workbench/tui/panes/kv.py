@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from rich.text import Text
-from textual.widgets import Static
-
 from ..fmt import nbytes
-from .base import CLASS_STYLE, Pane
+from .base import Lines, Pane
 
 
 def _cells(tokens: int, scale: float) -> int:
@@ -19,7 +16,7 @@ class KvPane(Pane):
     KEY = "2"
 
     def compose(self):
-        yield Static(id="kv-text")
+        yield Lines(id="kv-text", wrap=True)
 
     def show(self, frame, ui) -> None:
         plan = frame.bench.machine.plan
@@ -32,41 +29,31 @@ class KvPane(Pane):
         spill_tok = snap.kv_tokens_spilled // max(B, 1)
         total_sram = int(snap.kv_tokens_sram.sum()) * per_tok
         total_spill = int(snap.kv_tokens_spilled.sum()) * per_tok
-        t = Text()
-        t.append(f"{frame.pos} of {plan.context} positions · {B} seq · K+V {fmt}, {per_tok} B/token/head\n")
-        t.append(f"in SRAM {nbytes(total_sram)}", CLASS_STYLE["kv"])
-        t.append("  spilled ")
-        t.append(nbytes(total_spill), CLASS_STYLE["warn"] if total_spill else "")
-        if frame.spill_step is not None:
-            t.append(f"  spilled at step {frame.spill_step}", "bold " + CLASS_STYLE["warn"])
-        else:
-            t.append("  no spill yet", CLASS_STYLE["dim"])
-        t.append("\n")
+        rows = [((f"{frame.pos} of {plan.context} positions · {B} seq · K+V {fmt}, {per_tok} B/token/head", ""),)]
+        spill = (("  spilled at step " + str(frame.spill_step), "bold warn") if frame.spill_step is not None
+                 else ("  no spill yet", "dim"))
+        rows.append(((f"in SRAM {nbytes(total_sram)}", "kv"), ("  spilled ", ""),
+                     (nbytes(total_spill), "warn" if total_spill else ""), spill))
         width = max(8, (self.size.width or 60) - 8)
         bar_w = max(4, min(40, width // H - 1))
         scale = bar_w / plan.context
-        t.append("     ")
-        for h in range(H):
-            t.append(f"h{h}".ljust(bar_w + 1), CLASS_STYLE["dim"])
-        t.append("\n")
+        rows.append((("     ", ""), ("".join(f"h{h}".ljust(bar_w + 1) for h in range(H)), "dim")))
         for l in range(L):
-            t.append(f"L{l:<3} ", CLASS_STYLE["dim"])
+            row = [(f"L{l:<3} ", "dim")]
             for h in range(H):
                 cap = int(plan.kv_capacity[l, h])
                 s, x = int(sram_tok[l, h]), int(spill_tok[l, h])
                 n_s, n_x = min(bar_w, _cells(s, scale)), _cells(x, scale)
                 cap_at = min(bar_w - 1, int(cap * scale))
                 free = max(0, cap_at - n_s - n_x)
-                t.append("█" * n_s, CLASS_STYLE["kv"])
-                t.append("█" * n_x, CLASS_STYLE["warn"])
-                t.append("░" * free, CLASS_STYLE["kv_free"])
+                row += [("█" * n_s, "kv"), ("█" * n_x, "warn"), ("░" * free, "kv_free")]
                 if n_s + n_x <= cap_at:
-                    t.append("│", "bold")
-                t.append("·" * (bar_w - max(n_s + n_x, cap_at + 1)), CLASS_STYLE["dim"])
-                t.append(" ")
-            t.append("\n")
-        t.append("█ SRAM ", CLASS_STYLE["kv"])
-        t.append("█ spilled ", CLASS_STYLE["warn"])
-        t.append("░ free SRAM │ capacity · beyond SRAM (off-chip)", CLASS_STYLE["dim"])
-        t.append(f"\ncapacity {int(plan.kv_capacity.min())}–{int(plan.kv_capacity.max())} tokens/seq/head in SRAM")
-        self.query_one("#kv-text", Static).update(t)
+                    row.append(("│", "bold"))
+                row += [("·" * (bar_w - max(n_s + n_x, cap_at + 1)), "dim"), (" ", "")]
+            rows.append(tuple(r for r in row if r[0]))
+        rows.append((("█ SRAM ", "kv"), ("█ spilled ", "warn"),
+                     ("░ free SRAM │ capacity · beyond SRAM (off-chip)", "dim")))
+        rows.append(((f"capacity {int(plan.kv_capacity.min())}–{int(plan.kv_capacity.max())} tokens/seq/head in SRAM",
+                      ""),))
+        out = self.query_one("#kv-text", Lines)
+        out.set_rows(rows)

@@ -6,15 +6,25 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from textual.widgets import Static
 
 from ...machine.isa import KIND_NAMES
-from ..fmt import level, nbytes, pct
-from .base import HEAT, LineGrid, Pane
+from ..fmt import nbytes, pct
+from .base import HEAT, Lines, Pane, grid_row
 
 DIRS = "NESW"
 ARROW = {0: "▴", 1: "▸", 2: "▾", 3: "◂"}
 CELL_W = 4          # tile glyph, east arrow, west arrow, gap
+PALETTE = (*HEAT, "dim", "bold")
+DIM, BOLD = len(HEAT), len(HEAT) + 1
+
+
+def levels(values: np.ndarray, top: float) -> np.ndarray:
+    """Heat level per value: 0 for nothing, else 1..len(HEAT)-1 by the fraction of ``top`` (as fmt.level)."""
+    n = len(HEAT)
+    if top <= 0:
+        return np.zeros(values.shape, dtype=np.int64)
+    lv = np.clip(np.ceil((n - 1) * values / top), 1, n - 1).astype(np.int64)
+    return np.where(values > 0, lv, 0)
 
 
 @lru_cache(maxsize=8)
@@ -75,8 +85,8 @@ class MeshPane(Pane):
         self._frame = None
 
     def compose(self):
-        yield LineGrid(id="mesh-grid")
-        yield Static(id="mesh-text")
+        yield Lines(id="mesh-grid")
+        yield Lines(id="mesh-text", wrap=True)
 
     def toggle(self) -> bool:
         self.cumulative = not self.cumulative
@@ -100,7 +110,7 @@ class MeshPane(Pane):
         b = 1
         while math.ceil(cols / b) * CELL_W > avail_w or math.ceil(rows / b) * 2 > avail_h:
             b += 1
-        cross, intra, wrap = block_links(c.link_bytes, rows, cols, topo.kind, b)
+        cross, intra, wrap_bytes = block_links(c.link_bytes, rows, cols, topo.kind, b)
         top = float(cross.max()) if cross.size else 0.0
         top_tile = float(intra.max()) if intra.size else 0.0
         head = f"{rows}×{cols} {topo.kind}, {what} (g toggles)"
@@ -110,25 +120,22 @@ class MeshPane(Pane):
                [("▸◂▴▾", HEAT[-1]), (f" bytes per directed link, max {nbytes(top)}  ", "dim"),
                 ("■", HEAT[-1]), (" within " + ("block" if b > 1 else "tile") if b > 1 else " tile", "dim")]]
         br, bc = cross.shape[:2]
+        lv = levels(cross, top)
+        tile_lv = levels(intra, top_tile) if b > 1 else np.full((br, bc), BOLD)
+        text_a = "■▸◂ " * (bc - 1) + "■"
+        text_b = "▾▴  " * bc
         for i in range(br):
-            line_a, line_b = [], []
-            for j in range(bc):
-                line_a.append(("■", HEAT[level(intra[i, j], top_tile, len(HEAT))] if b > 1 else "bold"))
-                if j + 1 < bc:
-                    line_a.append((ARROW[1], HEAT[level(cross[i, j, 1], top, len(HEAT))]))
-                    line_a.append((ARROW[3], HEAT[level(cross[i, j + 1, 3], top, len(HEAT))]))
-                    line_a.append((" ", "dim"))
-                if i + 1 < br:
-                    line_b.append((ARROW[2], HEAT[level(cross[i, j, 2], top, len(HEAT))]))
-                    line_b.append((ARROW[0], HEAT[level(cross[i + 1, j, 0], top, len(HEAT))]))
-                    line_b.append(("  ", "dim"))
-            out.append(line_a)
-            if line_b:
-                out.append(line_b)
-        self.query_one(LineGrid).set_rows(out)
-        self.query_one("#mesh-text", Static).update(self._text(frame, c, wrap))
+            # tile, its east link, the west link of the tile to its right, gap
+            codes = np.stack([tile_lv[i], lv[i, :, 1], np.roll(lv[i, :, 3], -1), np.full(bc, DIM)], axis=1)
+            out.append(grid_row(text_a, codes.ravel()[:len(text_a)], PALETTE))
+            if i + 1 < br:  # south link, north link of the tile below, gap
+                codes = np.stack([lv[i, :, 2], lv[i + 1, :, 0], np.full(bc, DIM), np.full(bc, DIM)], axis=1)
+                out.append(grid_row(text_b, codes.ravel(), PALETTE))
+        self.query_one("#mesh-grid", Lines).set_rows(out)
+        text = self.query_one("#mesh-text", Lines)
+        text.set_rows(self._text(frame, c, wrap_bytes))
 
-    def _text(self, frame, c, wrap: float) -> str:
+    def _text(self, frame, c, wrap: float) -> list:
         plan = frame.bench.machine.plan
         nb = neighbours(plan.topology.rows, plan.topology.cols, plan.topology.kind)
         lb = c.link_bytes
@@ -136,7 +143,7 @@ class MeshPane(Pane):
         lines = [f"total {nbytes(lb.sum())} over links, {nbytes(c.hop_bytes[0])}·hops"
                  + (f"; {nbytes(wrap)} on wrap-around links (not drawn)" if wrap else "")]
         order = np.argsort(lb)[::-1][:5]
-        lines.append("[b]hottest links[/b]")
+        lines.append((("hottest links", "bold"),))
         for lid in order:
             if lb[lid] <= 0:
                 break
@@ -144,10 +151,10 @@ class MeshPane(Pane):
             lines.append(f" t{t}→t{nb[t, d]} {DIRS[d]}  {nbytes(lb[lid]):>10}  busy {pct(c.link_busy[lid], cycles)}")
         if lb.max(initial=0) <= 0:
             lines.append(" (no link traffic yet)")
-        lines.append("[b]traffic by kind[/b]")
+        lines.append((("traffic by kind", "bold"),))
         kb = c.kind_bytes
         total = float(kb[1:].sum())
         for k in range(1, len(KIND_NAMES)):
             bar = "█" * int(round(20 * kb[k] / total)) if total else ""
             lines.append(f" {KIND_NAMES[k]:<13} {nbytes(kb[k]):>10} {pct(kb[k], total):>6} {bar}")
-        return "\n".join(lines)
+        return [row if isinstance(row, tuple) else ((row, ""),) for row in lines]

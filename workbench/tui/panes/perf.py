@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from rich.text import Text
-from textual.widgets import Static
-
 from ... import cost
 from ...machine.isa import OPCODE_NAMES
 from ..fmt import nbytes, si, sparkline
-from .base import CLASS_STYLE, Pane
+from .base import Lines, Pane
 
 
 def utilization(chip, c) -> dict[str, float]:
@@ -37,34 +34,33 @@ class PerfPane(Pane):
     KEY = "5"
 
     def compose(self):
-        yield Static(id="perf-text")
+        yield Lines(id="perf-text", wrap=True)
 
     def show(self, frame, ui) -> None:
         m = frame.bench.machine
         chip = frame.bench.chip
         B = m.options.batch
         hist = frame.history
-        decode = [h for h in hist if not h.prefill]
-        t = Text()
+        decode = [h.seconds for h in hist if not h.prefill]
         ttft = m.ttft_s if hist else None
-        t.append("TTFT ", CLASS_STYLE["dim"])
-        t.append(si(ttft, "s") if ttft else "—")
+        first = [("TTFT ", "dim"), (si(ttft, "s") if ttft else "—", "")]
+        rows = []
         if decode:
-            last_s = decode[-1].seconds
-            mean_s = sum(h.seconds for h in decode) / len(decode)
-            t.append(f"   decode {si(last_s, 's')}/token (mean {si(mean_s, 's')})\n")
-            t.append(f"{1 / last_s:,.1f} tok/s per user · {B / last_s:,.1f} tok/s aggregate (batch {B})\n")
+            last_s = decode[-1]
+            mean_s = sum(decode) / len(decode)
+            first.append((f"   decode {si(last_s, 's')}/token (mean {si(mean_s, 's')})", ""))
+            rows += [tuple(first),
+                     ((f"{1 / last_s:,.1f} tok/s per user · {B / last_s:,.1f} tok/s aggregate (batch {B})", ""),)]
         else:
-            t.append("   decode —\n\n")
+            first.append(("   decode —", ""))
+            rows += [tuple(first), ()]
         c = frame.last
         u = utilization(chip, c)
         label = "last token" if frame.last_complete else "token so far"
-        t.append(f"utilization, {label}:\n", "bold")
+        rows.append(((f"utilization, {label}:", "bold"),))
         for name, key in (("MAC", "mac"), ("SRAM bw", "sram"), ("off-chip bw", "offchip"), ("busiest link", "noc")):
             frac = min(u[key], 1.0)
-            t.append(f" {name:<12} {100 * u[key]:5.1f}% ")
-            t.append("█" * int(round(20 * frac)), CLASS_STYLE["weights"])
-            t.append("\n")
+            rows.append(((f" {name:<12} {100 * u[key]:5.1f}% ", ""), ("█" * int(round(20 * frac)), "weights")))
         macs = float(c.tile_macs.sum())
         streamed = float(c.off_rd.sum() + c.off_wr.sum())
         mem_bytes = streamed if chip.has_offchip and streamed else float(c.sram_rd.sum())
@@ -74,15 +70,15 @@ class PerfPane(Pane):
         verdict = {"mac": "compute-bound", "sram": "memory-bound (SRAM)", "offchip": "memory-bound (off-chip)",
                    "noc": "network-bound"}[bound] if any(u.values()) else "—"
         src = "off-chip" if chip.has_offchip and streamed else "SRAM"
-        t.append(f"roofline: {intensity:,.2f} ops/B from {src} vs ridge {ridge:,.1f} → ", "")
-        t.append(verdict + "\n", "bold")
+        rows.append(((f"roofline: {intensity:,.2f} ops/B from {src} vs ridge {ridge:,.1f} → ", ""), (verdict, "bold")))
         order = sorted(range(len(OPCODE_NAMES)), key=lambda i: -c.op_cycles[i])[:4]
         tot = float(c.op_cycles.sum())
         if tot:
-            t.append("op time: " + ", ".join(f"{OPCODE_NAMES[i]} {100 * c.op_cycles[i] / tot:.0f}%"
-                                             for i in order if c.op_cycles[i]) + "\n", CLASS_STYLE["dim"])
-        t.append(f"MACs {macs:,.0f} · SRAM {nbytes(c.sram_rd.sum() + c.sram_wr.sum())} · off-chip {nbytes(streamed)}\n")
+            rows.append((("op time: " + ", ".join(f"{OPCODE_NAMES[i]} {100 * c.op_cycles[i] / tot:.0f}%"
+                                                  for i in order if c.op_cycles[i]), "dim"),))
+        rows.append(((f"MACs {macs:,.0f} · SRAM {nbytes(c.sram_rd.sum() + c.sram_wr.sum())} · "
+                      f"off-chip {nbytes(streamed)}", ""),))
         width = max(10, (self.size.width or 60) - 12)
-        t.append("ms/token ", CLASS_STYLE["dim"])
-        t.append(sparkline([h.seconds for h in decode], width), CLASS_STYLE["kv"])
-        self.query_one("#perf-text", Static).update(t)
+        rows.append((("ms/token ", "dim"), (sparkline(decode[-width:], width), "kv")))
+        out = self.query_one("#perf-text", Lines)
+        out.set_rows(rows)

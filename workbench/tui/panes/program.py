@@ -7,10 +7,9 @@ from rich.style import Style
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
-from textual.widgets import Static
 from textual.containers import Vertical
 
-from .base import Pane
+from .base import Lines, Pane
 
 WINDOW = 256  # disassemble lazily, this many ops at a time
 
@@ -60,7 +59,7 @@ class ProgramPane(Pane):
 
     def compose(self):
         with Vertical():
-            yield Static(id="program-head")
+            yield Lines(id="program-head", wrap=True)
             yield Disassembly(id="program-list")
 
     def show(self, frame, ui) -> None:
@@ -72,6 +71,7 @@ class ProgramPane(Pane):
             where = f"next op {frame.pc} of {n} (layer {layer})" if layer >= 0 else f"next op {frame.pc} of {n}"
         else:
             where = f"{n} ops per pass · between tokens"
-        self.query_one("#program-head", Static).update(
-            f"{where} · {plan.mapping} mapping, {len(plan.groups)} group(s) · l = step layer, o = step op")
+        head = self.query_one("#program-head", Lines)
+        line = f"{where} · {plan.mapping} mapping, {len(plan.groups)} group(s) · l = step layer, o = step op"
+        head.set_rows([((line, ""),)])
         self.query_one(Disassembly).set_program(program, frame.pc if frame.in_pass else -1, follow=True)

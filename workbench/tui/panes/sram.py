@@ -7,13 +7,14 @@ import math
 import numpy as np
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widgets import Static
 
-from ..fmt import level, nbytes, pct, si
-from .base import HEAT, LineGrid, Pane
+from ..fmt import nbytes, pct, si
+from .base import HEAT, Lines, Pane, grid_row
 
 CLASSES = ("weights", "kv", "kv_free", "act", "staging")
 GLYPH = {"weights": "█", "kv": "▓", "kv_free": "░", "act": "▒", "staging": "▚", "free": "·"}
+SPLIT_PALETTE = (*CLASSES, "free", "dim")            # code 5: free, 6: the gap between cells
+SPLIT_GLYPHS = np.array([GLYPH[c] for c in SPLIT_PALETTE[:6]] + [" "])
 VIEWS = ("all", "weights", "kv", "act", "staging")
 HEADER_LINES = 3
 
@@ -49,7 +50,7 @@ def _tile_contents(plan) -> tuple[dict, dict]:
     return shards, heads
 
 
-class SramGrid(LineGrid):
+class SramGrid(Lines):
     """Tiles (or blocks of tiles) as split bars; arrows or a click select a tile."""
 
     can_focus = True
@@ -93,11 +94,12 @@ class SramPane(Pane):
         self.view = "all"
         self.plan = None
         self._frame = None
+        self._grid_key = None
 
     def compose(self):
         with Horizontal(classes="pane-row"):
             yield SramGrid(self, id="sram-grid")
-            yield Static(id="sram-detail", classes="detail")
+            yield Lines(id="sram-detail", classes="detail", wrap=True)
 
     def select(self, tile: int) -> None:
         self.selected = tile
@@ -121,10 +123,14 @@ class SramPane(Pane):
             self.plan = plan
             self.selected = min(self.selected, plan.n_tiles - 1)
         grid = self.query_one(SramGrid)
-        detail = self.query_one("#sram-detail", Static)
+        detail = self.query_one("#sram-detail", Lines)
         cls = class_bytes(frame)
-        self._draw_grid(grid, plan, cls)
-        detail.update(self._detail(frame, plan, cls))
+        # the grid depends on placement and KV fill only, not on the counters that change every token
+        key = (id(plan), frame.pos, self.selected, self.view, self.size)  # self.plan keeps that id alive
+        if key != self._grid_key:
+            self._grid_key = key
+            self._draw_grid(grid, plan, cls)
+        detail.set_rows(self._detail(frame, plan, cls))
 
     def _draw_grid(self, grid: SramGrid, plan, cls) -> None:
         rows, cols = plan.topology.rows, plan.topology.cols
@@ -160,41 +166,32 @@ class SramPane(Pane):
                     (" free (%)", "dim")]
         out = [[(head + view, "bold")], legend_a, legend_b]
         bw = cw - 1
+        if self.view == "all":
+            # (br, bc, bw) class index covering each cell's centre, 5 = free; then the gap column (6)
+            edges = np.cumsum(blk, axis=2) * bw
+            centres = np.arange(bw) + 0.5
+            codes = (edges[:, :, None, :] <= centres[None, None, :, None]).sum(axis=3)
+            used_frac = blk.sum(axis=2)
+            palette, glyphs = SPLIT_PALETTE, SPLIT_GLYPHS
+        else:
+            k = CLASSES.index(self.view)
+            used_frac = blk[:, :, k]
+            levels = np.where(used_frac > 0, np.clip(np.ceil((len(HEAT) - 1) * used_frac), 1, len(HEAT) - 1), 0)
+            codes = np.repeat(levels.astype(np.int64)[:, :, None], bw, axis=2)
+            palette, glyphs = (*HEAT, "dim"), np.array([GLYPH[self.view]] * len(HEAT) + [" "])
+        gap = len(palette) - 1
+        codes = np.concatenate([codes, np.full((br, bc, 1), gap)], axis=2).reshape(br, bc * (bw + 1))
         for i in range(br):
-            bars, nums = [], []
-            for j in range(bc):
-                fr = blk[i, j]
-                selected = (i, j) == sel_b
-                if self.view == "all":
-                    bars.extend(self._split(fr, bw))
-                    used = fr.sum()
-                else:
-                    k = CLASSES.index(self.view)
-                    used = fr[k]
-                    lv = level(used, 1.0, len(HEAT))
-                    bars.append((GLYPH[self.view] * bw, HEAT[lv]))
-                bars.append((" ", "dim"))
-                nums.append((f"{100 * used:>{bw - 1}.0f}%", "sel" if selected else "dim"))
-                nums.append((" ", "dim"))
-            out.append(bars)
-            out.append(nums)
+            out.append(grid_row("".join(glyphs[codes[i]]), codes[i], palette))
+            cells = [f"{100 * u:>{bw - 1}.0f}% " for u in used_frac[i]]
+            if i == sel_b[0]:
+                j = sel_b[1]
+                out.append((("".join(cells[:j]), "dim"), (cells[j][:-1], "sel"), (" " + "".join(cells[j + 1:]), "dim")))
+            else:
+                out.append((("".join(cells), "dim"),))
         grid.set_rows(out)
 
-    @staticmethod
-    def _split(fr, width: int) -> list[tuple[str, str]]:
-        """A bar of ``width`` cells: each cell takes the class covering its centre (fractions of capacity)."""
-        edges = np.cumsum(fr) * width
-        runs: list[tuple[str, str]] = []
-        for x in range(width):
-            k = int(np.searchsorted(edges, x + 0.5, side="right"))
-            name = CLASSES[k] if k < len(CLASSES) else "free"
-            if runs and runs[-1][1] == name:
-                runs[-1] = (runs[-1][0] + GLYPH[name], name)
-            else:
-                runs.append((GLYPH[name], name))
-        return runs
-
-    def _detail(self, frame, plan, cls) -> str:
+    def _detail(self, frame, plan, cls) -> list:
         t = self.selected
         cols = plan.topology.cols
         cap = plan.sram_capacity()
@@ -202,7 +199,7 @@ class SramPane(Pane):
         last = frame.last
         shards, heads = _tile_contents(plan)
         used = sum(float(v[t]) for k, v in cls.items() if k != "kv_free") + float(cls["kv_free"][t])
-        lines = [f"[b]tile {t}[/b] (row {t // cols}, col {t % cols})",
+        lines = [((f"tile {t}", "bold"), (f" (row {t // cols}, col {t % cols})", "")),
                  f"used {nbytes(used)} of {nbytes(cap)} ({pct(used, cap)})",
                  f" weights {nbytes(cls['weights'][t])}  act {nbytes(cls['act'][t])}",
                  f" KV {nbytes(cls['kv'][t])} of {nbytes(cls['kv'][t] + cls['kv_free'][t])}"
@@ -221,10 +218,10 @@ class SramPane(Pane):
                 lines.append("  * streamed from off-chip memory")
         busy = float(c.busy[t])
         cyc = c.cycles
-        lines += ["[b]counters[/b] (cumulative / last token)",
+        lines += [(("counters", "bold"), (" (cumulative / last token)", "")),
                   f" MACs {int(c.tile_macs[t].sum()):,} / {int(last.tile_macs[t].sum()):,}",
                   f" SRAM rd {nbytes(c.sram_rd[t])} wr {nbytes(c.sram_wr[t])}",
                   f" off-chip {nbytes(c.off_rd[t] + c.off_wr[t])}  vec {int(c.tile_vec[t]):,}",
                   f" sent {nbytes(c.sent[t])} recv {nbytes(c.recv[t])}",
                   f" busy {pct(busy, cyc)} of {si(cyc, 'cycles')}"]
-        return "\n".join(lines)
+        return [row if isinstance(row, tuple) else ((row, ""),) for row in lines]
