@@ -20,6 +20,8 @@ def _options(chip, model, tokenizer, precision, mapping, batch, prompt, temperat
         raise fail(f"--temperature must be 0 or more, got {temperature}")
     if context < 0:
         raise fail(f"--context must be 0 (the model's) or more, got {context}")
+    if not 0 <= seed < 2**64:  # the sampler's xorshift state is one uint64
+        raise fail(f"--seed must be in 0..2^64-1, got {seed}")
     return BenchOptions(chip=chip, model=model, tokenizer=tokenizer, precision=precision, mapping=mapping, batch=batch,
                         prompt=prompt, temperature=temperature, seed=seed, context=context)
 
@@ -142,6 +144,8 @@ def register(app: typer.Typer) -> None:
         ops: int = typer.Option(0, "--ops", help="Print only the first N ops of the program (0 = all)."),
     ) -> None:
         """Show the plan (what each tile's SRAM holds) and the disassembled program of one decode step."""
+        if ops < 0:
+            raise fail(f"--ops must be 0 (all) or more, got {ops}")
         bench = Bench(_options(chip, model, None, precision, mapping, batch, "", 0.0, 0, context))
         m = bench.machine
         for line in m.plan.describe():

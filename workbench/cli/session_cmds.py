@@ -79,8 +79,14 @@ def replay_command(
     for target in (trace, report):
         if target is not None and not target.parent.is_dir():
             raise fail(f"{target}: folder {target.parent} does not exist")
+        if target is not None and target.is_dir():
+            raise fail(f"{target}: is a folder, expected a file path")
     if csv_dir is not None and csv_dir.exists() and not csv_dir.is_dir():
         raise fail(f"{csv_dir}: exists and is not a folder")
+    if csv_dir is not None and not csv_dir.exists():
+        ancestor = next((p for p in csv_dir.parents if p.exists()), None)
+        if ancestor is not None and not ancestor.is_dir():
+            raise fail(f"{csv_dir}: cannot create the folder: {ancestor} is a file")
     if tui:
         _open_tui(spec)
         return
@@ -105,6 +111,8 @@ def replay_command(
             write_report(report, result)
     except WorkbenchError as exc:
         raise fail(str(exc))
+    except OSError as exc:  # e.g. the --csv folder cannot be created (read-only, no space)
+        raise fail(f"{exc.filename or csv_dir}: cannot write ({exc.strerror})")
     except KeyboardInterrupt:
         raise fail("interrupted while writing outputs; files already complete are kept, none is partial", code=130)
     if as_json:

@@ -7,6 +7,7 @@ file and the step number, what was expected and what was found.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -267,15 +268,27 @@ def parse_session(doc: dict, source: str | Path, base: Path | None = None) -> Se
                        tuple(steps))
 
 
+MAX_SESSION_BYTES = 8 << 20  # a recorded session is a few KiB; anything near this is not one
+
+
 def load_session(path: str | Path) -> SessionSpec:
     """Read and validate a session file (a bundled session name works too)."""
     from ..data import resolve
 
     resolved = resolve("sessions", path, (".toml",))
     try:
-        doc = tomllib.loads(resolved.read_text(encoding="utf-8"))
+        with open(resolved, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size  # read what is there, never a buffer of the cap's size
+            raw = fh.read(min(size, MAX_SESSION_BYTES) + 1)
+        if len(raw) > MAX_SESSION_BYTES:
+            raise SessionError(f"expected a session of at most {MAX_SESSION_BYTES} bytes, found more", source=path)
+        doc = tomllib.loads(raw.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise SessionError(f"expected valid TOML, found a syntax error: {exc}", source=path) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SessionError(f"cannot read the file ({exc})", source=path) from None
+    except RecursionError:
+        raise SessionError("expected a session file, found nesting too deep to parse", source=path) from None
+    except ValueError as exc:  # e.g. an integer literal past Python's digit limit
+        raise SessionError(f"expected valid TOML values, found one Python cannot read ({exc})", source=path) from None
     return parse_session(doc, resolved.name if str(path) == resolved.stem else path, base=resolved.parent)
