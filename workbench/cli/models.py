@@ -155,12 +155,16 @@ def quantize_cmd(
         raise fail(f"--to: expected one of {'|'.join(WEIGHT_FORMAT)}, found '{to}'")
     if out.suffix.lower() != ".gguf":
         raise fail(f"{out}: -o: expected a .gguf path, found suffix '{out.suffix}'")
+    stage = "while loading and converting"
     try:
         model = load_model(source, tokenizer=tokenizer)
         converted = convert_precision(model, to)
+        stage = "while writing"
         notes = write_gguf(out, converted)
     except WorkbenchError as exc:
         raise fail(str(exc)) from None
+    except KeyboardInterrupt:  # write_gguf is atomic: the temp file is gone, `out` is as it was
+        raise fail(f"interrupted {stage} {out}; nothing written (the file is unchanged)", code=130) from None
     for note in notes:
         print(f"fallback: {note}")
     print(f"wrote {out}: {len(converted.tensors)} tensors, {WEIGHT_FORMAT[to]} weights, "
@@ -195,7 +199,13 @@ def eval_cmd(
     from ..errors import WorkbenchError
     from ..evaluate import evaluate
     from ..model.load import load_model
+    from ..precision import EMULATED_PRECISIONS
 
+    if max_tokens < 1:
+        raise fail(f"--max-tokens must be at least 1, got {max_tokens}")
+    for p in precision:
+        if p not in EMULATED_PRECISIONS:
+            raise fail(f"--precision: expected one of {'|'.join(EMULATED_PRECISIONS)}, found '{p}'")
     model = load_model(target, tokenizer=tokenizer)
     if model.tokenizer is None:
         raise WorkbenchError("the model has no tokenizer: give --tokenizer to evaluate on text", source=target)

@@ -70,11 +70,13 @@ def read_safetensors(path: Path) -> dict[str, QTensor]:
         if name == "__metadata__":
             continue
         try:
-            dtype, shape, (start, end) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-            start, end = int(start), int(end)
+            dtype, shape, (start, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise ModelError(f"expected dtype, shape and data_offsets, found {info!r}"[:200], source=path, key=name) from None
-        if dtype not in _DTYPES:
+        if not all(type(v) is int for v in (*shape, start, end)):  # JSON floats, bools, Infinity are not sizes
+            raise ModelError(f"expected integer shape and data_offsets, found {shape}, {[start, end]}"[:200],
+                             source=path, key=name)
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise ModelError(f"expected dtype F32, F16 or BF16, found {dtype}", source=path, key=name)
         np_dtype, fmt = _DTYPES[dtype]
         count = int(np.prod(shape, dtype=object)) if shape else 1

@@ -6,6 +6,7 @@ A spec has a ``[model]`` table (the ModelConfig fields) and a ``[source]`` table
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -54,14 +55,26 @@ def load_spec(name_or_path: str | Path) -> ModelConfig:
     return parse_spec(path)
 
 
+MAX_SPEC_BYTES = 1 << 20  # a spec is a dozen keys and citations
+
+
 def parse_spec(path: Path) -> ModelConfig:
     """Validate a spec file strictly: unknown keys (with a did-you-mean), types, ranges."""
     try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size  # read what is there, never a buffer of the cap's size
+            raw = fh.read(min(size, MAX_SPEC_BYTES) + 1)
+        if len(raw) > MAX_SPEC_BYTES:
+            raise ModelError(f"expected a spec of at most {MAX_SPEC_BYTES} bytes, found more", source=path)
+        doc = tomllib.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise ModelError(f"cannot read ({exc.strerror})", source=path) from None
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ModelError(f"not valid TOML ({exc})", source=path) from None
+    except RecursionError:
+        raise ModelError("expected a flat spec, found nesting too deep to parse", source=path) from None
+    except ValueError as exc:  # e.g. an integer literal past Python's digit limit
+        raise ModelError(f"expected valid TOML values, found one Python cannot read ({exc})", source=path) from None
     for table in doc:
         if table not in ("model", "source"):
             raise ModelError(f"unknown table, expected [model] or [source]{did_you_mean(table, ['model', 'source'])}",
@@ -69,7 +82,10 @@ def parse_spec(path: Path) -> ModelConfig:
     model = doc.get("model")
     if not isinstance(model, dict):
         raise ModelError("missing [model] table", source=path, key="model")
-    for key, value in doc.get("source", {}).items():
+    sources = doc.get("source", {})
+    if not isinstance(sources, dict):
+        raise ModelError(f"expected a [source] table, found {sources!r}"[:200], source=path, key="source")
+    for key, value in sources.items():
         ok = isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)
         if not ok:
             raise ModelError(f"expected a citation string or list of strings, found {value!r}", source=path,
