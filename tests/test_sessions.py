@@ -58,8 +58,17 @@ BAD = [
     ("[[steps]]\nbatch = \"two\"\n", "step 1", "expected an integer"),
     ("[[steps]]\nmark = \"A\"\n[[steps]]\nmark = \"A\"\n", "step 2", "already set"),
     ("chipp = \"teaching-4x4\"\n", "chipp", "did you mean 'chip'"),
+    ("[[steps]]\nproject = { mark = \"A\", chip = \"groq-lpu\" }\n", "step 1", "missing model"),
+    ("[[steps]]\nproject = { mark = \"A\", chip = \"groq-lpu\", model = \"llama-3.1-8b\", chps = 2 }\n", "step 1",
+     "did you mean 'chips'"),
+    ("[[steps]]\nproject = { mark = \"A\", chip = \"groq-lpu\", model = \"llama-3.1-8b\", batch = 0 }\n", "step 1",
+     "batch: expected an integer >= 1"),
+    ("[[steps]]\nmark = \"A\"\n[[steps]]\nproject = { mark = \"A\", chip = \"groq-lpu\", model = \"x\" }\n", "step 2",
+     "already set"),
+    ("[[steps]]\nproject = \"groq-lpu\"\n", "step 1", "expected a table"),
     ("[options]\nprecison = \"int8\"\n", "options", "did you mean 'precision'"),
     ("[options]\ntemperature = -1.0\n", "temperature", ">= 0"),
+    ("[options]\nseed = 18446744073709551616\n", "seed", "0..2^64-1"),
     ("steps = 3\n", "steps", "array of tables"),
     ("[[steps]\n", "bad.toml", "valid TOML"),
 ]
@@ -264,6 +273,25 @@ def test_record_then_replay_is_bit_identical(random_gguf, tmp_path):
     assert last.generated == bench.machine.generated
     for a, b in zip(last.counters.arrays(), bench.machine.counters.arrays()):
         assert np.array_equal(a, b)
+
+
+def test_project_steps_are_marks_that_expectations_compare(tmp_path):
+    """A projection is kept as a mark with the emulator's metric names; emulator-only metrics are undefined there;
+    a recorded session with project steps replays to the same marks."""
+    steps = [("project", {"mark": "one", "chip": "nvidia-h100-sxm", "model": "llama-3.1-8b", "chips": 1}),
+             ("project", {"mark": "two", "chip": "nvidia-h100-x2", "model": "llama-3.1-8b", "precision": "fp8"}),
+             ("expect", {"ratio": {"metric": "tokens_per_s_per_user", "mark": "two", "over": "one", "above": 1.0},
+                         "at": "two", "text_contains": "on 2 x nvidia-h100-x2"}),
+             ("expect", {"at": "one", "kv_tokens_spilled_at_most": 0})]
+    path = save_session(tmp_path / "proj.toml", BenchOptions(), steps)
+    result = replay(load_session(path))
+    one, two = result.marks["one"], result.marks["two"]
+    assert one["projection"]["chips"] == 1 and two["projection"]["chips"] == 2
+    assert one["ms_per_token"] == pytest.approx(1e3 / one["tokens_per_s_per_user"])
+    assert [c[2] for c in result.outcomes[2].checks] == [True, True]
+    undefined = result.outcomes[3].checks[0]
+    assert not undefined[2] and "undefined" in undefined[3]
+    assert result_json(result) == result_json(replay(load_session(path)))
 
 
 def test_save_session_refuses_bad_steps(tmp_path):

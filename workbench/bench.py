@@ -45,6 +45,51 @@ class BenchOptions:
         return self
 
 
+# A ``project`` command: a big model projected onto a chip system (shape only), its result kept as a mark.
+PROJECT_KEYS = {"mark": str, "chip": str, "model": str, "precision": str, "mapping": str, "batch": int, "chips": int,
+                "prompt_len": int, "gen_len": int}
+PROJECT_REQUIRED = ("mark", "chip", "model")
+PROJECT_MIN = {"batch": 1, "chips": 0, "prompt_len": 1, "gen_len": 1}
+
+
+def projection_params(table) -> dict:
+    """Validate a ``project`` table ({mark, chip, model, precision?, mapping?, batch?, chips?, prompt_len?,
+    gen_len?}); raises WorkbenchError naming the key. ``chips`` 0 (the default) means the profile's system."""
+    from .data import did_you_mean
+
+    if not isinstance(table, dict):
+        raise WorkbenchError(f"expected a table {{mark, chip, model, ...}}, found {table!r}")
+    unknown = [k for k in table if k not in PROJECT_KEYS]
+    if unknown:
+        raise WorkbenchError(f"unknown key '{unknown[0]}'{did_you_mean(unknown[0], list(PROJECT_KEYS))}"
+                             f" (keys: {', '.join(PROJECT_KEYS)})")
+    missing = [k for k in PROJECT_REQUIRED if k not in table]
+    if missing:
+        raise WorkbenchError(f"expected keys {', '.join(PROJECT_REQUIRED)}; missing {', '.join(missing)}")
+    for key, value in table.items():
+        kind = PROJECT_KEYS[key]
+        if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < PROJECT_MIN[key]):
+            raise WorkbenchError(f"{key}: expected an integer >= {PROJECT_MIN[key]}, found {value!r}", key=key)
+        if kind is str and (not isinstance(value, str) or not value.strip()):
+            raise WorkbenchError(f"{key}: expected a non-empty string, found {value!r}", key=key)
+    return dict(table)
+
+
+def projection_metrics(p) -> dict:
+    """A projection as mark metrics: the same names as an emulated window's, None where it has no meaning."""
+    from .session.spec import METRICS
+
+    out: dict[str, object] = {m: None for m in METRICS}
+    out.update(tokens_per_s=p.tokens_per_s, tokens_per_s_per_user=p.tokens_per_s_per_user,
+               ms_per_token=1e3 * p.seconds_per_token, joules_per_token=p.joules_per_token, watts=p.watts,
+               ttft_s=p.ttft_s)
+    fit = "fits" if p.fits else f"does not fit: about {int(p.fit.get('chips_needed', 0)):,} chips needed"
+    out["text"] = (f"{p.model} on {p.chips} x {p.chip} ({p.precision}, {p.mapping}, batch {p.batch}):"
+                   f" bound by {p.bound}; {fit}")
+    out["projection"] = p.to_dict()
+    return out
+
+
 class Bench:
     """Owns the loaded chip and model and the Machine built from them."""
 
@@ -60,6 +105,17 @@ class Bench:
         if self.base is not None and not Path(value).is_absolute() and (self.base / value).exists():
             return str(self.base / value)
         return value
+
+    def project(self, params: dict):
+        """Project a model spec onto a chip system (``projection_params``); the running machine is untouched."""
+        from .model.specs import load_spec
+        from .projection import project
+
+        q = projection_params(params)
+        return project(load_chip(self._resolve(q["chip"])), load_spec(self._resolve(q["model"])),
+                       precision=q.get("precision", "int8"), mapping=q.get("mapping", "auto"), batch=q.get("batch", 1),
+                       chips=q.get("chips", 0) or None, prompt_len=q.get("prompt_len", 128),
+                       gen_len=q.get("gen_len", 128))
 
     def rebuild(self) -> None:
         """(Re)load what changed, recompile, reset, and queue the prompt."""

@@ -15,7 +15,7 @@ from .precision import EMULATED_PRECISIONS
 @dataclass(frozen=True)
 class Command:
     """name: session-step key and palette id; key/alias: TUI bindings (alias is non-printable);
-    arg: the value's kind ('int', 'float', 'str', 'choice', None); choices for 'choice'."""
+    arg: the value's kind ('int', 'float', 'str', 'choice', 'projection' (a table), None); choices for 'choice'."""
 
     name: str
     title: str
@@ -46,6 +46,9 @@ COMMANDS: tuple[Command, ...] = (
             recompiles=True),
     Command("chip", "Load chip", "a bundled chip profile or a path", key="c", arg="str", recompiles=True),
     Command("model", "Load model", "a bundled model or a path", key="M", arg="str", recompiles=True),
+    Command("project", "Project a big model", "project a model spec onto a chip system, shape only (mark, chip,"
+            " model; precision, mapping, batch, chips, prompt_len, gen_len); the result is kept as a mark",
+            key="P", arg="projection"),
     Command("note", "Note", "text shown to the reader at this point (demos)", arg="str"),
     Command("mark", "Mark", "a named checkpoint of the counters", arg="str"),
 )

@@ -184,7 +184,7 @@ _register_extras()
 def eval_cmd(
     target: str = typer.Argument(..., help="Bundled model name or path."),
     precision: list[str] = typer.Option(["int8"], "--precision", help="Precision(s) to evaluate (repeatable)."),
-    text: str = typer.Option(None, "--text", help="Held-out text file (default: models/<name>-heldout.txt or the model's own)."),
+    text: str = typer.Option(None, "--text", help="Held-out text file, one story per blank-line-separated paragraph (default: models/<name>-heldout.txt)."),
     chip: str = typer.Option("teaching-4x4", "--chip", help="Chip to emulate on."),
     tokenizer: str = typer.Option(None, "--tokenizer", help="tokenizer.bin for a llama2.c checkpoint."),
     max_tokens: int = typer.Option(2048, "--max-tokens", help="Evaluate at most this many tokens."),
@@ -218,7 +218,9 @@ def eval_cmd(
         body = Path(text).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkbenchError(f"cannot read held-out text ({exc})", source=text) from None
-    ids = model.tokenizer.encode(body, bos=True)
+    # each paragraph is one story, framed <s> ... </s> as the bundled toys were trained
+    ids = [i for para in body.split("\n\n") if para.strip()
+           for i in model.tokenizer.encode(para.strip(), bos=True, eos=True)]
     chip_spec = load_chip(chip)
     results = [evaluate(chip_spec, model, ids, p, max_tokens=max_tokens)
                for p in precision]

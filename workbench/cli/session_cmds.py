@@ -40,7 +40,7 @@ def _print_report(console, result) -> None:
     from ..session.export import REPORT_METRICS, _fmt
 
     if result.marks:
-        t = Table(title="Marks (figures since the previous mark; emulated chip time)", title_justify="left")
+        t = Table(title="Marks (figures since the previous mark, in emulated chip time; a project step's are projected)", title_justify="left")
         t.add_column("metric")
         for name in result.marks:
             t.add_column(name, justify="right")

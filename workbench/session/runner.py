@@ -338,6 +338,12 @@ class Replay:
             return Outcome(step, f"mark {value}: {_summary(metrics)}")
         if name == "expect":
             return self._expect(step)
+        if name == "project":
+            from ..bench import projection_metrics
+
+            metrics = projection_metrics(b.project(value))
+            self.marks[value["mark"]] = metrics
+            return Outcome(step, f"{value['mark']}: {metrics['text']}; {_summary(metrics)}")
         # an option: recompile (the old machine's activity stays in the window)
         self._commit()
         self._close_segment()
@@ -400,9 +406,10 @@ def _compare(value: float, op: str, bound: float) -> bool:
 
 
 def _summary(metrics: dict) -> str:
-    parts = [f"{metrics['tokens']} token steps"]
+    parts = [] if metrics["tokens"] is None else [f"{metrics['tokens']} token steps"]
     for key, fmt, unit in (("ms_per_token", "{:.4g}", " ms/token"), ("tokens_per_s", "{:.4g}", " tok/s"),
-                           ("joules_per_token", "{:.3g}", " J/token"), ("agreement_with_f32", "{:.0%}", " agree f32")):
+                           ("joules_per_token", "{:.3g}", " J/token"), ("ttft_s", "{:.3g}", " s to first token"),
+                           ("agreement_with_f32", "{:.0%}", " agree f32")):
         if metrics.get(key) is not None:
             parts.append(fmt.format(metrics[key]) + unit)
     return ", ".join(parts)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..bench import BenchOptions
 from ..commands import BY_NAME, COMMANDS
 from ..data import did_you_mean
-from ..errors import SessionError
+from ..errors import SessionError, WorkbenchError
 
 TOP_KEYS = ("chip", "model", "tokenizer", "title", "description", "options", "steps")
 OPTION_KEYS = tuple(f.name for f in fields(BenchOptions) if f.name not in ("chip", "model", "tokenizer"))
@@ -78,7 +78,7 @@ class SessionSpec:
     steps: tuple[Step, ...]
 
     def marks(self) -> list[str]:
-        return [s.value for s in self.steps if s.name == "mark"]
+        return [s.value if s.name == "mark" else s.value["mark"] for s in self.steps if s.name in ("mark", "project")]
 
 
 def _where(number: int | None) -> str | None:
@@ -107,6 +107,8 @@ def _option_value(source, number, name: str, value, key_label: str):
         low = 0 if name in ("context", "seed") else 1
         if value < low:
             raise _err(source, number, f"{label}: expected an integer >= {low}, found {value}")
+        if name == "seed" and value >= 2**64:  # the sampler's xorshift state is one uint64
+            raise _err(source, number, f"{label}: expected an integer in 0..2^64-1, found {value}")
         return value
     if isinstance(default, float):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -218,6 +220,17 @@ def parse_step(source, number: int, table, marks_so_far: list[str]) -> Step:
         if value is not True:
             raise _err(source, number, f"reset: expected true, found {value!r}")
         return Step(number, name, True)
+    if name == "project":
+        from ..bench import projection_params
+
+        try:
+            params = projection_params(value)
+        except WorkbenchError as exc:
+            raise _err(source, number, f"project: {exc}") from None
+        if params["mark"] in marks_so_far:
+            raise _err(source, number, f"project.mark: expected a new name, found {params['mark']!r}"
+                                       " (already set by an earlier step)")
+        return Step(number, name, params)
     if name in ("note", "mark"):
         if not isinstance(value, str) or not value.strip():
             raise _err(source, number, f"{name}: expected a non-empty string, found {value!r}")
@@ -261,8 +274,8 @@ def parse_session(doc: dict, source: str | Path, base: Path | None = None) -> Se
     steps, marks = [], []
     for i, table in enumerate(raw_steps, start=1):
         step = parse_step(source, i, table, marks)
-        if step.name == "mark":
-            marks.append(step.value)
+        if step.name in ("mark", "project"):
+            marks.append(step.value if step.name == "mark" else step.value["mark"])
         steps.append(step)
     return SessionSpec(source, base, BenchOptions(**values), doc.get("title", ""), doc.get("description", ""),
                        tuple(steps))
