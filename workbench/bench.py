@@ -69,10 +69,25 @@ def projection_params(table) -> dict:
     for key, value in table.items():
         kind = PROJECT_KEYS[key]
         if kind is int and (isinstance(value, bool) or not isinstance(value, int) or value < PROJECT_MIN[key]):
-            raise WorkbenchError(f"{key}: expected an integer >= {PROJECT_MIN[key]}, found {value!r}", key=key)
+            raise WorkbenchError(f"expected an integer >= {PROJECT_MIN[key]}, found {value!r}", key=key)
         if kind is str and (not isinstance(value, str) or not value.strip()):
-            raise WorkbenchError(f"{key}: expected a non-empty string, found {value!r}", key=key)
+            raise WorkbenchError(f"expected a non-empty string, found {value!r}", key=key)
     return dict(table)
+
+
+def parse_projection_text(text: str, default_mark: str = "projection") -> dict:
+    """The TUI's one-line form of a ``project`` table: ``CHIP MODEL [key=value ...]``, e.g.
+    ``groq-lpu-x576 llama-3.1-70b precision=int4 chips=288``; integers become ints; validated."""
+    words = text.split()
+    positional = [w for w in words if "=" not in w]
+    if len(positional) != 2:
+        raise WorkbenchError(f"expected CHIP MODEL [key=value ...], found {text!r}")
+    table: dict[str, object] = {"mark": default_mark, "chip": positional[0], "model": positional[1]}
+    for w in words:
+        if "=" in w:
+            key, _, value = w.partition("=")
+            table[key] = int(value) if PROJECT_KEYS.get(key) is int and value.lstrip("-").isdigit() else value
+    return projection_params(table)
 
 
 def projection_metrics(p) -> dict:
