@@ -9,6 +9,7 @@ prefill done). ``--profile`` splits one run's wall time by op type (stepping op 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import subprocess
@@ -26,20 +27,23 @@ from workbench.machine import isa  # noqa: E402
 from workbench.machine.machine import Machine  # noqa: E402
 from workbench.model.load import load_model  # noqa: E402
 
-STORIES = ROOT.parent / "shared" / "fixtures" / "stories260K.bin"
-TOKENIZER = ROOT.parent / "shared" / "fixtures" / "llama2c-tokenizer.bin"
+SHARED = Path(os.environ.get("ASICBENCH_SHARED", ROOT.parent / "shared"))  # as tests/conftest.py finds it
+STORIES = SHARED / "fixtures" / "stories260K.bin"
+TOKENIZER = SHARED / "fixtures" / "llama2c-tokenizer.bin"
 
 
-def machine_tokens_per_s(chip, model, precision: str, tokens: int, runs: int) -> tuple[float, Machine]:
+def machine_tokens_per_s(chip, model, precision: str, tokens: int, runs: int) -> tuple[float, Machine, int]:
+    """Median decode tok/s; ``tokens`` is clamped to what the planned context holds after the prompt."""
     rates = []
     for _ in range(runs):
         m = Machine(chip, model, CompileOptions(precision=precision, mapping="tensor"))
         m.set_prompt([1])
         m.step_token()  # prefill (and numba's first call) out of the timing
+        n = min(tokens, m.plan.context - len(m.prompt))
         t0 = time.perf_counter()
-        m.generate(tokens)
-        rates.append(tokens / (time.perf_counter() - t0))
-    return statistics.median(rates), m
+        m.generate(n)
+        rates.append(n / (time.perf_counter() - t0))
+    return statistics.median(rates), m, n
 
 
 def per_op_profile(chip, model, precision: str, tokens: int) -> list[tuple[str, float, int]]:
@@ -91,11 +95,11 @@ def main() -> None:
         model = load_model(path)
         size = path.stat().st_size
         for prec in precisions:
-            rate, m = machine_tokens_per_s(chip, model, prec, args.tokens, args.runs)
+            rate, m, n = machine_tokens_per_s(chip, model, prec, args.tokens, args.runs)
             ours[(name, prec)] = rate
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             print(f"{name:12s} {prec:5s} {rate:8.0f} emulated tok/s  ({len(m.program.ops)} ops/token,"
-                  f" median of {args.runs} x {args.tokens});  peak RSS so far {rss / 2**20:.0f} MiB"
+                  f" median of {args.runs} x {n}{' (context-limited)' if n < args.tokens else ''});  peak RSS so far {rss / 2**20:.0f} MiB"
                   f" = {rss / size:.0f}x the {size / 2**20:.2f} MiB model file")
     if args.llama2c:
         rate = llama2c_tokens_per_s(args.llama2c, STORIES, args.tokens, args.runs)

@@ -42,13 +42,16 @@ PREC_INT8 = cm.PREC_INDEX["int8"]
 PREC_F32 = cm.PREC_INDEX["f32"]
 # indices into the int64 state vector ``st``
 S_NCOL, S_BATCH, S_KV_INT8, S_NREP, S_HD, S_DIM, S_HIDDEN, S_VOCAB, S_NEXP, S_NUSED, S_NUMERIC, \
-    S_EOUT0, S_H10, S_TOKEN_COLS, S_FAULT, S_FAULT_OP, S_NKV = range(17)
-N_ST = 17
+    S_EOUT0, S_H10, S_TOKEN_COLS, S_FAULT, S_FAULT_OP, S_NKV, S_EMBED_SET = range(18)
+N_ST = 18
 # indices into the float64 vector ``fs``
 FS_EPS, FS_TEMP, FS_DRAM_FREE, FS_INV_NLAYERS = range(4)
 N_FS = 4
 # fault codes
 FAULT_NONE, FAULT_NAN, FAULT_CONTEXT = 0, 1, 2
+# columns of the per-transfer-set table ``cset`` built by comm_tables (bytes are per column)
+C_LOFF, C_LCNT, C_TOFF, C_TCNT, C_HOP_BYTES, C_BYTES, C_GMAX = range(7)
+N_C = 7
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -60,6 +63,83 @@ def _routed(sel, c, e, n_used):
         if sel[c, j] == e:
             return True
     return False
+
+
+@njit(cache=True, nogil=True)
+def comm_tables(set_off, set_cnt, transfers, geometry, hops, n_tiles):
+    """Fold each transfer set (rows set_off[i]:+set_cnt[i] of ``transfers``) into what the executor adds per column.
+
+    Returns (cset (n_sets, N_C), clinks (M, 2) = link id and bytes, ctiles (K, 3) = tile, bytes sent, bytes
+    received). Integer sums only, so a set's counts and link loads are exactly those of routing each transfer.
+    """
+    n_sets = set_off.shape[0]
+    cap = 0
+    for i in range(n_sets):
+        for j in range(set_off[i], set_off[i] + set_cnt[i]):
+            cap += hops[transfers[j, 0], transfers[j, 1]]
+    cset = np.zeros((n_sets, N_C), np.int64)
+    clinks = np.zeros((cap, 2), np.int64)
+    ctiles = np.zeros((2 * set_cnt.sum(), 3), np.int64)
+    load = np.zeros(n_tiles * 4, np.int64)
+    link_order = np.zeros(n_tiles * 4, np.int64)
+    tsent = np.zeros(n_tiles, np.int64)
+    trecv = np.zeros(n_tiles, np.int64)
+    tseen = np.zeros(n_tiles, np.bool_)
+    tile_order = np.zeros(n_tiles, np.int64)
+    pathbuf = np.zeros(n_tiles * 4 + 2, np.int64)
+    nl_all = 0
+    nt_all = 0
+    for i in range(n_sets):
+        nl = 0
+        nt = 0
+        hop_bytes = 0
+        total = 0
+        gmax = 0
+        for j in range(set_off[i], set_off[i] + set_cnt[i]):
+            a = transfers[j, 0]
+            b = transfers[j, 1]
+            nb = transfers[j, 2]
+            for t in (a, b):
+                if not tseen[t]:
+                    tseen[t] = True
+                    tile_order[nt] = t
+                    nt += 1
+            tsent[a] += nb
+            trecv[b] += nb
+            total += nb
+            h = route_links(a, b, geometry, pathbuf)
+            hop_bytes += nb * h
+            for k in range(h):
+                lk = pathbuf[k]
+                if load[lk] == 0 and nb > 0:
+                    link_order[nl] = lk
+                    nl += 1
+                load[lk] += nb
+            if hops[a, b] > gmax:
+                gmax = hops[a, b]
+        cset[i, C_LOFF] = nl_all
+        cset[i, C_LCNT] = nl
+        cset[i, C_TOFF] = nt_all
+        cset[i, C_TCNT] = nt
+        cset[i, C_HOP_BYTES] = hop_bytes
+        cset[i, C_BYTES] = total
+        cset[i, C_GMAX] = gmax
+        for k in range(nl):
+            lk = link_order[k]
+            clinks[nl_all + k, 0] = lk
+            clinks[nl_all + k, 1] = load[lk]
+            load[lk] = 0
+        for k in range(nt):
+            t = tile_order[k]
+            ctiles[nt_all + k, 0] = t
+            ctiles[nt_all + k, 1] = tsent[t]
+            ctiles[nt_all + k, 2] = trecv[t]
+            tsent[t] = 0
+            trecv[t] = 0
+            tseen[t] = False
+        nl_all += nl
+        nt_all += nt
+    return cset, clinks[:nl_all].copy(), ctiles[:nt_all].copy()
 
 
 @njit(cache=True, nogil=True)
@@ -126,7 +206,7 @@ def _dram(tile, nbytes, start, clock, fs, params, offchip):
 
 
 @njit(cache=True, nogil=True)
-def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
+def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
         w, wi8, wf32, wu16, f16, bf16,
         act, xq, xd, parts, kq, kd, vq, vd, kf, vf,
         tokens, out_tokens, col_seq, col_pos, sel, selw, rng, cos_t, sin_t,
@@ -347,30 +427,42 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             dur = cm.compute_op_cycles(0, 0, n, n * 12, params)
         elif code == isa.EMBED:
             fmt = op[O_FMT]
-            g = op[O_AUX]
-            n_touched = _comm_begin(scratch_load, touched, 0)
+            n_touched = 0
             for t in range(n_tiles):
                 mask[t] = False
             gmax = 0
             for c in range(ncol):
                 tok = tokens[c]
-                owner = embed_tab[0, 0]
+                si = 0
                 for s in range(embed_tab.shape[0]):
                     if embed_tab[s, 1] <= tok < embed_tab[s, 2]:
-                        owner = embed_tab[s, 0]
+                        si = s
+                owner = embed_tab[si, 0]
                 if numeric:
                     K.dequant_row(fmt, w, wi8, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], tok, st[S_DIM],
                                   act[op[O_OUT]], c, f16, bf16)
                 sram_rd[owner] += op[O_W_ROW_BYTES]
                 mask[owner] = True
-                for gi in range(groups.shape[1]):
-                    dst = groups[g, gi]
-                    if dst >= 0 and dst != owner:
-                        mask[dst] = True
-                        n_touched = _route(owner, dst, st[S_DIM] * 4, isa.KIND_SEND, geometry, pathbuf, scratch_load, touched,
-                                           n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
-                        if hops[owner, dst] > gmax:
-                            gmax = hops[owner, dst]
+                # the row goes from its owner to every other tile of the group: one precomputed transfer set
+                row = st[S_EMBED_SET] + si
+                for j in range(cset[row, C_LOFF], cset[row, C_LOFF] + cset[row, C_LCNT]):
+                    lk = clinks[j, 0]
+                    if scratch_load[lk] == 0.0:
+                        touched[n_touched] = lk
+                        n_touched += 1
+                    scratch_load[lk] += clinks[j, 1]
+                    link_bytes[lk] += clinks[j, 1]
+                for j in range(cset[row, C_TOFF], cset[row, C_TOFF] + cset[row, C_TCNT]):
+                    t = ctiles[j, 0]
+                    mask[t] = True
+                    sent[t] += ctiles[j, 1]
+                    recv[t] += ctiles[j, 2]
+                    sram_rd[t] += ctiles[j, 1]
+                    sram_wr[t] += ctiles[j, 2]
+                hop_bytes[0] += cset[row, C_HOP_BYTES]
+                kind_bytes[isa.KIND_SEND] += cset[row, C_BYTES]
+                if cset[row, C_GMAX] > gmax:
+                    gmax = cset[row, C_GMAX]
             start_t = _sync(mask, clock)
             end = _comm_end(start_t, gmax, scratch_load, touched, n_touched, link_busy, params)
             for t in range(n_tiles):
@@ -381,51 +473,78 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             op_count[code] += 1
             i += 1
             continue
-        elif code in (isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER, isa.MOE_DISPATCH, isa.MOE_COMBINE):
+        elif code == isa.SEND or code == isa.ALLREDUCE or code == isa.ALLGATHER or code == isa.LOGITS_GATHER:
+            # a static set of transfers, folded once per program by comm_tables (bytes scale with the columns)
+            kind = op[O_KIND]
+            t_lo = cset[i, C_TOFF]
+            t_hi = t_lo + cset[i, C_TCNT]
+            start_t = 0.0
+            for j in range(t_lo, t_hi):
+                t = ctiles[j, 0]
+                if clock[t] > start_t:
+                    start_t = clock[t]
+                sb = ctiles[j, 1] * ncol
+                rb = ctiles[j, 2] * ncol
+                sent[t] += sb
+                recv[t] += rb
+                sram_rd[t] += sb
+                sram_wr[t] += rb
+            kind_bytes[kind] += cset[i, C_BYTES] * ncol
+            hop_bytes[0] += cset[i, C_HOP_BYTES] * ncol
+            if t_hi > t_lo:
+                worst = 0.0
+                for j in range(cset[i, C_LOFF], cset[i, C_LOFF] + cset[i, C_LCNT]):
+                    lk = clinks[j, 0]
+                    nb = clinks[j, 1] * ncol
+                    link_bytes[lk] += nb
+                    cyc = cm.link_cycles(nb, params)
+                    link_busy[lk] += cyc
+                    if cyc > worst:
+                        worst = cyc
+                end = start_t + worst + cset[i, C_GMAX] * params[cm.P_HOP_LAT] + params[cm.P_OP_OVERHEAD]
+            else:
+                end = start_t
+            for j in range(t_lo, t_hi):
+                clock[ctiles[j, 0]] = end
+            op_cycles[code] += end - start_t
+            op_count[code] += 1
+            i += 1
+            continue
+        elif code == isa.MOE_DISPATCH or code == isa.MOE_COMBINE:
             kind = op[O_KIND]
             for t in range(n_tiles):
                 mask[t] = False
             n_touched = 0
             gmax = 0
-            if code == isa.MOE_DISPATCH or code == isa.MOE_COMBINE:
-                g = op[O_AUX2]
-                home = groups[g, 0]
-                mask[home] = True
-                if numeric and code == isa.MOE_COMBINE:
-                    out = act[op[O_OUT]]
-                    for c in range(ncol):
-                        for r in range(st[S_DIM]):
-                            acc = np.float32(0.0)
-                            for j in range(st[S_NUSED]):
-                                acc += selw[c, j] * act[st[S_EOUT0] + 3 * sel[c, j], c, r]
-                            out[c, r] = acc
-                if code == isa.MOE_COMBINE:
-                    tile_vec[home] += ncol * st[S_NUSED] * st[S_DIM]
+            # routes depend on this step's expert choice: computed here
+            g = op[O_AUX2]
+            home = groups[g, 0]
+            mask[home] = True
+            if numeric and code == isa.MOE_COMBINE:
+                out = act[op[O_OUT]]
                 for c in range(ncol):
-                    for j in range(st[S_NUSED]):
-                        e = sel[c, j]
-                        for k in range(expert_tiles.shape[2]):
-                            et = expert_tiles[g, e, k]
-                            if et < 0 or et == home:
-                                continue
-                            if code == isa.MOE_COMBINE and k > 0:
-                                continue  # the expert's reduced output leaves from its first tile only
-                            mask[et] = True
-                            a, b = (home, et) if code == isa.MOE_DISPATCH else (et, home)
-                            n_touched = _route(a, b, op[O_NBYTES], kind, geometry, pathbuf, scratch_load, touched,
-                                               n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
-                            if hops[a, b] > gmax:
-                                gmax = hops[a, b]
-            else:
-                for j in range(op[O_T_OFF], op[O_T_OFF] + op[O_T_CNT]):
-                    a = transfers[j, 0]
-                    b = transfers[j, 1]
-                    mask[a] = True
-                    mask[b] = True
-                    n_touched = _route(a, b, transfers[j, 2] * ncol, kind, geometry, pathbuf, scratch_load, touched,
-                                       n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
-                    if hops[a, b] > gmax:
-                        gmax = hops[a, b]
+                    for r in range(st[S_DIM]):
+                        acc = np.float32(0.0)
+                        for j in range(st[S_NUSED]):
+                            acc += selw[c, j] * act[st[S_EOUT0] + 3 * sel[c, j], c, r]
+                        out[c, r] = acc
+            if code == isa.MOE_COMBINE:
+                tile_vec[home] += ncol * st[S_NUSED] * st[S_DIM]
+            for c in range(ncol):
+                for j in range(st[S_NUSED]):
+                    e = sel[c, j]
+                    for k in range(expert_tiles.shape[2]):
+                        et = expert_tiles[g, e, k]
+                        if et < 0 or et == home:
+                            continue
+                        if code == isa.MOE_COMBINE and k > 0:
+                            continue  # the expert's reduced output leaves from its first tile only
+                        mask[et] = True
+                        a, b = (home, et) if code == isa.MOE_DISPATCH else (et, home)
+                        n_touched = _route(a, b, op[O_NBYTES], kind, geometry, pathbuf, scratch_load, touched,
+                                           n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
+                        if hops[a, b] > gmax:
+                            gmax = hops[a, b]
             start_t = _sync(mask, clock)
             if n_touched > 0:
                 end = _comm_end(start_t, gmax, scratch_load, touched, n_touched, link_busy, params)
