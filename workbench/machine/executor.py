@@ -222,61 +222,69 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
     n_tiles = clock.shape[0]
     i = start
     while i < stop:
-        op = ops[i]
-        code = op[O_OPCODE]
-        tile = op[O_TILE]
+        code = ops[i, O_OPCODE]
+        tile = ops[i, O_TILE]
         ncol = st[S_NCOL]
         t0 = clock[tile]
         dur = 0.0
-        numeric = machine_numeric and op[O_NUMERIC] == 1
+        numeric = machine_numeric and ops[i, O_NUMERIC] == 1
         if code == isa.MATMUL:
-            e = op[O_AUX]
-            prec = fmt_prec[op[O_FMT]]
-            r0 = op[O_R0]
-            r1 = op[O_R1]
-            k0 = op[O_K0]
-            k1 = op[O_K1]
-            fmt = op[O_FMT]
-            slot = op[O_DST]
-            active = 0
-            for c in range(ncol):
-                colmask[c] = _routed(sel, c, e, st[S_NUSED])
-                if colmask[c]:
-                    active += 1
+            e = ops[i, O_AUX]
+            prec = fmt_prec[ops[i, O_FMT]]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            k0 = ops[i, O_K0]
+            k1 = ops[i, O_K1]
+            fmt = ops[i, O_FMT]
+            slot = ops[i, O_DST]
+            if e < 0:  # dense: every column
+                active = ncol
+                for c in range(ncol):
+                    colmask[c] = True
+            else:
+                active = 0
+                for c in range(ncol):
+                    colmask[c] = _routed(sel, c, e, st[S_NUSED])
+                    if colmask[c]:
+                        active += 1
             if numeric and active > 0:
-                y = parts[slot] if slot >= 0 else act[op[O_OUT]]
-                if fmt <= K.FMT_BF16:
+                y = parts[slot] if slot >= 0 else act[ops[i, O_OUT]]
+                if fmt == K.FMT_Q8_0 and ncol == 1:  # decode: one column of int8 blocks
+                    K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
+                                    xq[ops[i, O_SRC], 0], xd[ops[i, O_SRC], 0], y[0], f16, wv.shape[0])
+                elif fmt <= K.FMT_BF16:
                     for c in range(ncol):
                         if colmask[c]:
-                            K.matmul_float(fmt, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
-                                           k1, act[op[O_SRC]], y, c, f16, bf16)
+                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
+                                           k1, act[ops[i, O_SRC]], y, c, f16, bf16)
                 else:
-                    K.matmul_int(fmt, w, wi8, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
-                                 xq[op[O_SRC]], xd[op[O_SRC]], y, colmask, ncol, f16, wv, accbuf)
+                    K.matmul_int(fmt, w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
+                                 xq[ops[i, O_SRC]], xd[ops[i, O_SRC]], y, colmask, ncol, f16, wv, accbuf)
             if active > 0:
-                macs = op[O_MACS] * active
+                macs = ops[i, O_MACS] * active
                 tile_macs[tile, prec] += macs
                 act_bytes = active * (k1 - k0) * (4 if fmt <= K.FMT_BF16 else 1) + active * (r1 - r0) * 4
-                sram_rd[tile] += op[O_NBYTES] + active * (k1 - k0) * (4 if fmt <= K.FMT_BF16 else 1)
+                sram_rd[tile] += ops[i, O_NBYTES] + active * (k1 - k0) * (4 if fmt <= K.FMT_BF16 else 1)
                 sram_wr[tile] += active * (r1 - r0) * 4
-                dur = cm.compute_op_cycles(macs, prec, 0, op[O_NBYTES] + act_bytes, params)
+                dur = cm.compute_op_cycles(macs, prec, 0, ops[i, O_NBYTES] + act_bytes, params)
         elif code == isa.STREAM:
-            e = op[O_AUX]
+            e = ops[i, O_AUX]
             routed = False
             for c in range(ncol):
                 if _routed(sel, c, e, st[S_NUSED]):
                     routed = True
             if routed:
-                nb = op[O_NBYTES]
+                nb = ops[i, O_NBYTES]
                 end = _dram(tile, nb, t0, clock, fs, params, off_rd)
                 sram_wr[tile] += nb
                 kind_bytes[isa.KIND_STREAM] += nb
                 dur = end - t0
         elif code == isa.RMSNORM:
-            n = op[O_R1]
+            n = ops[i, O_R1]
             if numeric:
                 for c in range(ncol):
-                    if not K.rmsnorm(act[op[O_SRC]], act[op[O_OUT]], c, n, wf32, op[O_W_OFF] // 4, fs[FS_EPS]):
+                    if not K.rmsnorm(act[ops[i, O_SRC]], act[ops[i, O_OUT]], c, n, wf32, ops[i, O_W_OFF] // 4,
+                                     fs[FS_EPS]):
                         st[S_FAULT] = FAULT_NAN
                         st[S_FAULT_OP] = i
                         return i
@@ -285,16 +293,16 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             sram_wr[tile] += ncol * n * 4
             dur = cm.compute_op_cycles(0, 0, ncol * 3 * n, ncol * n * 8 + n * 4, params)
         elif code == isa.QUANT:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
-            e = op[O_AUX]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            e = ops[i, O_AUX]
             n = r1 - r0
             active = 0
             for c in range(ncol):
                 if not _routed(sel, c, e, st[S_NUSED]):
                     continue
                 active += 1
-                if numeric and not K.quantize_q8(act[op[O_SRC]], c, r0, r1, xq[op[O_OUT]], xd[op[O_OUT]]):
+                if numeric and not K.quantize_q8(act[ops[i, O_SRC]], c, r0, r1, xq[ops[i, O_OUT]], xd[ops[i, O_OUT]]):
                     st[S_FAULT] = FAULT_NAN
                     st[S_FAULT_OP] = i
                     return i
@@ -303,19 +311,19 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             sram_wr[tile] += active * (n + (n + 31) // 32 * 4)
             dur = cm.compute_op_cycles(0, 0, active * 2 * n, active * n * 5, params)
         elif code == isa.ROPE:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
             if numeric:
                 for c in range(ncol):
-                    K.rope(act[op[O_OUT]], c, r0, r1, hd, col_pos[c], cos_t, sin_t)
+                    K.rope(act[ops[i, O_OUT]], c, r0, r1, hd, col_pos[c], cos_t, sin_t)
             n = r1 - r0
             tile_vec[tile] += ncol * 3 * n
             sram_rd[tile] += ncol * n * 4
             sram_wr[tile] += ncol * n * 4
             dur = cm.compute_op_cycles(0, 0, ncol * 3 * n, ncol * n * 8, params)
         elif code == isa.KV_WRITE:
-            l = op[O_LAYER]
-            h = op[O_AUX]
+            l = ops[i, O_LAYER]
+            h = ops[i, O_AUX]
             cap = kv_cap[l, h]
             kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
             end = t0
@@ -343,8 +351,8 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             sram_rd[tile] += ncol * 2 * hd * 4
             dur = max(cm.compute_op_cycles(0, 0, ncol * 4 * hd, ncol * 2 * hd * 4, params), end - t0)
         elif code == isa.ATTN:
-            l = op[O_LAYER]
-            h = op[O_AUX]
+            l = ops[i, O_LAYER]
+            h = ops[i, O_AUX]
             cap = kv_cap[l, h]
             kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
             end = t0
@@ -356,10 +364,11 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
                 npos = col_pos[c] + 1
                 if numeric:
                     if st[S_KV_INT8] == 1:
-                        K.attention_int8(act[2], act[op[O_OUT]], c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq,
+                        K.attention_int8(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq,
                                          scores, qq, headout)
                     else:
-                        K.attention_f32(act[2], act[op[O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores, headout)
+                        K.attention_f32(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores,
+                                        headout)
                 in_sram = min(npos, cap)
                 sbytes += in_sram * kvb
                 if npos > in_sram:
@@ -374,17 +383,17 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             sram_wr[tile] += ncol * n_rep * hd * 4
             dur = max(cm.compute_op_cycles(macs, prec, vec, sbytes, params), end - t0)
         elif code == isa.REDUCE:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
-            ns = op[O_AUX]
-            e = op[O_AUX2]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            ns = ops[i, O_AUX]
+            e = ops[i, O_AUX2]
             active = 0
             for c in range(ncol):
                 if not _routed(sel, c, e, st[S_NUSED]):
                     continue
                 active += 1
                 if numeric:
-                    out = act[op[O_OUT]]
+                    out = act[ops[i, O_OUT]]
                     for r in range(r0, r1):
                         acc = parts[0, c, r]
                         for s in range(1, ns):
@@ -396,27 +405,27 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             sram_wr[tile] += n * 4
             dur = cm.compute_op_cycles(0, 0, n * ns, n * (ns + 1) * 4, params)
         elif code == isa.SILU_MUL:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
-            e = op[O_AUX]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            e = ops[i, O_AUX]
             active = 0
             for c in range(ncol):
                 if not _routed(sel, c, e, st[S_NUSED]):
                     continue
                 active += 1
                 if numeric:
-                    K.silu_mul(act[op[O_OUT]], act[op[O_SRC]], c, r0, r1)
+                    K.silu_mul(act[ops[i, O_OUT]], act[ops[i, O_SRC]], c, r0, r1)
             n = (r1 - r0) * active
             tile_vec[tile] += n * 4
             sram_rd[tile] += n * 8
             sram_wr[tile] += n * 4
             dur = cm.compute_op_cycles(0, 0, n * 4, n * 12, params)
         elif code == isa.RESADD:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
             if numeric:
-                src = act[op[O_SRC]]
-                out = act[op[O_OUT]]
+                src = act[ops[i, O_SRC]]
+                out = act[ops[i, O_OUT]]
                 for c in range(ncol):
                     for r in range(r0, r1):
                         out[c, r] = out[c, r] + src[c, r]
@@ -426,7 +435,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             sram_wr[tile] += n * 4
             dur = cm.compute_op_cycles(0, 0, n, n * 12, params)
         elif code == isa.EMBED:
-            fmt = op[O_FMT]
+            fmt = ops[i, O_FMT]
             n_touched = 0
             for t in range(n_tiles):
                 mask[t] = False
@@ -439,9 +448,9 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
                         si = s
                 owner = embed_tab[si, 0]
                 if numeric:
-                    K.dequant_row(fmt, w, wi8, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], tok, st[S_DIM],
-                                  act[op[O_OUT]], c, f16, bf16)
-                sram_rd[owner] += op[O_W_ROW_BYTES]
+                    K.dequant_row(fmt, w, wi8, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], tok, st[S_DIM],
+                                  act[ops[i, O_OUT]], c, f16, bf16)
+                sram_rd[owner] += ops[i, O_W_ROW_BYTES]
                 mask[owner] = True
                 # the row goes from its owner to every other tile of the group: one precomputed transfer set
                 row = st[S_EMBED_SET] + si
@@ -475,7 +484,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             continue
         elif code == isa.SEND or code == isa.ALLREDUCE or code == isa.ALLGATHER or code == isa.LOGITS_GATHER:
             # a static set of transfers, folded once per program by comm_tables (bytes scale with the columns)
-            kind = op[O_KIND]
+            kind = ops[i, O_KIND]
             t_lo = cset[i, C_TOFF]
             t_hi = t_lo + cset[i, C_TCNT]
             start_t = 0.0
@@ -511,17 +520,17 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             i += 1
             continue
         elif code == isa.MOE_DISPATCH or code == isa.MOE_COMBINE:
-            kind = op[O_KIND]
+            kind = ops[i, O_KIND]
             for t in range(n_tiles):
                 mask[t] = False
             n_touched = 0
             gmax = 0
             # routes depend on this step's expert choice: computed here
-            g = op[O_AUX2]
+            g = ops[i, O_AUX2]
             home = groups[g, 0]
             mask[home] = True
             if numeric and code == isa.MOE_COMBINE:
-                out = act[op[O_OUT]]
+                out = act[ops[i, O_OUT]]
                 for c in range(ncol):
                     for r in range(st[S_DIM]):
                         acc = np.float32(0.0)
@@ -541,7 +550,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
                             continue  # the expert's reduced output leaves from its first tile only
                         mask[et] = True
                         a, b = (home, et) if code == isa.MOE_DISPATCH else (et, home)
-                        n_touched = _route(a, b, op[O_NBYTES], kind, geometry, pathbuf, scratch_load, touched,
+                        n_touched = _route(a, b, ops[i, O_NBYTES], kind, geometry, pathbuf, scratch_load, touched,
                                            n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
                         if hops[a, b] > gmax:
                             gmax = hops[a, b]
@@ -559,13 +568,13 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
             i += 1
             continue
         elif code == isa.MOE_ROUTE:
-            n_e = op[O_R1]
-            kdim = op[O_K1]
-            woff = op[O_W_OFF] // 4
+            n_e = ops[i, O_R1]
+            kdim = ops[i, O_K1]
+            woff = ops[i, O_W_OFF] // 4
             for c in range(ncol):
                 if numeric:
-                    rl = act[op[O_OUT]]
-                    x = act[op[O_SRC]]
+                    rl = act[ops[i, O_OUT]]
+                    x = act[ops[i, O_SRC]]
                     for e in range(n_e):
                         acc = np.float32(0.0)
                         for k in range(kdim):
@@ -574,8 +583,8 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
                     _topk(rl, c, n_e, st[S_NUSED], sel, selw)
             macs = ncol * n_e * kdim
             tile_macs[tile, PREC_F32] += macs
-            sram_rd[tile] += op[O_NBYTES] + ncol * kdim * 4
-            dur = cm.compute_op_cycles(macs, PREC_F32, ncol * n_e * 4, op[O_NBYTES], params)
+            sram_rd[tile] += ops[i, O_NBYTES] + ncol * kdim * 4
+            dur = cm.compute_op_cycles(macs, PREC_F32, ncol * n_e * 4, ops[i, O_NBYTES], params)
         elif code == isa.COPY:
             batch = st[S_BATCH]
             if ncol != batch:
@@ -589,16 +598,16 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
                     col_pos[b] = col_pos[last]
                 st[S_NCOL] = batch
         elif code == isa.SAMPLE:
-            n = op[O_R1]
+            n = ops[i, O_R1]
             for c in range(ncol):
                 if numeric:
                     for r in range(n):
-                        v = act[op[O_SRC], c, r]
+                        v = act[ops[i, O_SRC], c, r]
                         if v != v or v - v != 0:
                             st[S_FAULT] = FAULT_NAN
                             st[S_FAULT_OP] = i
                             return i
-                    out_tokens[c] = K.sample_row(act[op[O_SRC]], c, n, fs[FS_TEMP], rng, probs)
+                    out_tokens[c] = K.sample_row(act[ops[i, O_SRC]], c, n, fs[FS_TEMP], rng, probs)
             tile_vec[tile] += ncol * n * 2
             sram_rd[tile] += ncol * n * 4
             dur = cm.compute_op_cycles(0, 0, ncol * n * 2, ncol * n * 4, params)

@@ -87,11 +87,55 @@ def _decode_block(fmt, w, base, b, wv):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dot32(wb, xb):
+def _dot32(wb, xb, n32):
+    """int32 dot product of one block. ``n32`` is 32 passed at run time: a constant trip count gets the loop
+    fully unrolled into scalar code before LLVM's loop vectorizer can see it; the int32 casts keep it 32-bit."""
     s = np.int32(0)
-    for j in range(32):
-        s += np.int32(wb[j]) * np.int32(xb[j])
+    for j in range(n32):
+        s = np.int32(s + np.int32(np.int32(wb[j]) * np.int32(xb[j])))
     return s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _q8_term(w, wi8, so, xb, db, f16, n32):
+    """One q8_0 block at byte ``so`` against activation block xb (scale db): (weight scale x db) x int32 sum."""
+    return (f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)] * db) * np.float32(_dot32(wi8[so + 2: so + 34], xb, n32))
+
+
+@njit(cache=True, nogil=True)
+def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xrow, drow, yrow, f16, n32):
+    """yrow[r0:r1] = W[r0:r1, 32*b0:32*b1] @ x for one column of q8_0 weights (the decode case).
+
+    Per block: int32 sum of 32 products, times (weight scale x activation scale), accumulated in fp32 in
+    block order. Four rows at a time give the CPU four independent fp32 chains; each row's order is unchanged.
+    """
+    r = r0
+    while r + 4 <= r1:
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        base = off + r * rb
+        for b in range(b0, b1):
+            xb = xrow[b * 32: b * 32 + 32]
+            db = drow[b]
+            so = base + b * 34
+            a0 += _q8_term(w, wi8, so, xb, db, f16, n32)
+            a1 += _q8_term(w, wi8, so + 1 * rb, xb, db, f16, n32)
+            a2 += _q8_term(w, wi8, so + 2 * rb, xb, db, f16, n32)
+            a3 += _q8_term(w, wi8, so + 3 * rb, xb, db, f16, n32)
+        yrow[r] = a0
+        yrow[r + 1] = a1
+        yrow[r + 2] = a2
+        yrow[r + 3] = a3
+        r += 4
+    while r < r1:
+        base = off + r * rb
+        a = np.float32(0.0)
+        for b in range(b0, b1):
+            a += _q8_term(w, wi8, base + b * 34, xrow[b * 32: b * 32 + 32], drow[b], f16, n32)
+        yrow[r] = a
+        r += 1
 
 
 @njit(cache=True, nogil=True)
@@ -103,19 +147,10 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
     """
     b0 = k0 // 32
     b1 = k1 // 32
+    n32 = wv.shape[0]
     if ncol == 1 and fmt == FMT_Q8_0:  # the common decode case: one column, plain int8 blocks
         if colmask[0]:
-            xrow = xq[0]
-            drow = xd[0]
-            for r in range(r0, r1):
-                base = off + r * rb
-                a = np.float32(0.0)
-                for b in range(b0, b1):
-                    so = base + b * 34
-                    dw = f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)]
-                    s = _dot32(wi8[so + 2: so + 34], xrow[b * 32: b * 32 + 32])
-                    a += (dw * drow[b]) * np.float32(s)
-                y[0, r] = a
+            matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq[0], xd[0], y[0], f16, n32)
         return
     for r in range(r0, r1):
         base = off + r * rb
@@ -132,7 +167,7 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
             xb0 = b * 32
             for c in range(ncol):
                 if colmask[c]:
-                    s = _dot32(wb, xq[c, xb0: xb0 + 32])
+                    s = _dot32(wb, xq[c, xb0: xb0 + 32], n32)
                     acc[c] += (dw * xd[c, b]) * np.float32(s)
         for c in range(ncol):
             if colmask[c]:
@@ -145,7 +180,32 @@ def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, y, c, f16, b
     kend = min(k1, kmax)
     xrow = x[c, k0:kend]
     n = kend - k0
-    for r in range(r0, r1):
+    r = r0
+    if fmt == FMT_F32:  # four rows at a time: four independent fp32 chains, each row summed in column order
+        while r + 4 <= r1:
+            base = (off + r * rb) // 4 + k0
+            step = rb // 4
+            w0 = wf32[base: base + n]
+            w1 = wf32[base + step: base + step + n]
+            w2 = wf32[base + 2 * step: base + 2 * step + n]
+            w3 = wf32[base + 3 * step: base + 3 * step + n]
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            a2 = np.float32(0.0)
+            a3 = np.float32(0.0)
+            for k in range(n):
+                xk = xrow[k]
+                a0 += w0[k] * xk
+                a1 += w1[k] * xk
+                a2 += w2[k] * xk
+                a3 += w3[k] * xk
+            y[c, r] = a0
+            y[c, r + 1] = a1
+            y[c, r + 2] = a2
+            y[c, r + 3] = a3
+            r += 4
+    r_tail = r
+    for r in range(r_tail, r1):
         acc = np.float32(0.0)
         if fmt == FMT_F32:
             base = (off + r * rb) // 4 + k0

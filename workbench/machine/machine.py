@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import cost
 from ..compiler import CompileOptions, Plan, Program, compile_plan, emit_program
-from ..counters import Counters, Snapshot, snapshot
+from ..counters import Counters, Snapshot, energy, snapshot
 from ..errors import MachineFault, WorkbenchError
 from ..model.config import ModelConfig
 from ..model.tensor import Model
@@ -250,7 +250,7 @@ class Machine:
         self._pass_prefill = False
         self._pass_start_cycles = 0.0
         self._pass_start_pj = 0.0
-        self._pj_now: float | None = None  # total energy (pJ) of the counters as they are, when known
+        self._now: tuple[float, float] | None = None  # (cycles, total pJ) of the counters as they are, when known
         self._bind()
 
     def set_prompt(self, ids: list[int]) -> None:
@@ -292,16 +292,14 @@ class Machine:
         self._st[ex.S_NCOL] = self._pass_cols
         self.pc = 0
         self.in_pass = True
-        self._pass_start_cycles = self.counters.cycles
-        if self._pj_now is None:  # only after a prefill chunk: a token's end already computed it
-            self._pj_now = sum(self._energy().values())
-        self._pass_start_pj = self._pj_now
-        self._pj_now = None
+        if self._now is None:  # only after a prefill chunk: the end of a token step already measured it
+            self._now = self._measure(self.counters.cycles)
+        self._pass_start_cycles, self._pass_start_pj = self._now
+        self._now = None
 
-    def _energy(self) -> dict[str, float]:
-        from ..counters import energy
-
-        return energy(self.chip, self.counters, self.counters.cycles / (self.chip.clock_ghz * 1e9))
+    def _measure(self, cycles: float) -> tuple[float, float]:
+        """(cycles, total pJ) of the counters as they are; ``cycles`` is counters.cycles."""
+        return cycles, sum(energy(self.chip, self.counters, cycles / (self.chip.clock_ghz * 1e9)).values())
 
     def _bind(self) -> None:
         """The executor's arguments after ``pc, stop``, gathered once per reset (the arrays are updated in place)."""
@@ -332,20 +330,22 @@ class Machine:
     def _end_pass(self) -> list[int] | None:
         self.in_pass = False
         c = self.counters
-        c.clock[:] = c.clock.max()  # the next step needs this step's token: a barrier
+        cycles = c.cycles
+        c.clock.fill(cycles)  # the next step needs this step's token: a barrier
         self.pos += self._pass_advance
         if self.pending:
             return None
-        toks = [int(t) for t in self.state.out_tokens[: self.options.batch]]
+        toks = self.state.out_tokens[: self.options.batch].tolist()
         self.last_tokens[:] = toks
         for b, t in enumerate(toks):
             self.generated[b].append(t)
-        seconds = (c.cycles - self._pass_start_cycles) / (self.chip.clock_ghz * 1e9)
-        self._pj_now = sum(self._energy().values())
-        joules = (self._pj_now - self._pass_start_pj) * 1e-12
+        hz = self.chip.clock_ghz * 1e9
+        self._now = self._measure(cycles)
+        joules = (self._now[1] - self._pass_start_pj) * 1e-12
         if self.ttft_s is None:
-            self.ttft_s = c.cycles / (self.chip.clock_ghz * 1e9)
-        self.history.append(StepRecord(toks, c.cycles - self._pass_start_cycles, seconds, joules, self._pass_prefill))
+            self.ttft_s = cycles / hz
+        self.history.append(StepRecord(toks, cycles - self._pass_start_cycles, (cycles - self._pass_start_cycles) / hz,
+                                       joules, self._pass_prefill))
         return toks
 
     def step_op(self) -> list[int] | None:
