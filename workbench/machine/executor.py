@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .. import cost as cm
 from . import isa
@@ -38,6 +39,7 @@ O_T_OFF = isa.F["t_off"]
 O_TILE = isa.F["tile"]
 O_W_OFF = isa.F["w_off"]
 O_W_ROW_BYTES = isa.F["w_row_bytes"]
+N_PARAMS = cm.N_PARAMS
 PREC_INT8 = cm.PREC_INDEX["int8"]
 PREC_F32 = cm.PREC_INDEX["f32"]
 # indices into the int64 state vector ``st``
@@ -206,7 +208,7 @@ def _dram(tile, nbytes, start, clock, fs, params, offchip):
 
 
 @njit(cache=True, nogil=True)
-def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
+def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
         w, wi8, wf32, wu16, f16, bf16,
         act, xq, xd, parts, kq, kd, vq, vd, kf, vf,
         tokens, out_tokens, col_seq, col_pos, sel, selw, rng, cos_t, sin_t,
@@ -216,6 +218,9 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
         sent, recv, op_cycles, op_count, clock, busy,
         scratch_load, touched, mask, scores, qq, headout, probs, colmask, wv, accbuf):
     """Execute ops[start:stop]; stop early at a fault (st[S_FAULT] != 0). Returns the next op index."""
+    # the cost parameters as a tuple: an array argument would be reference-counted (two atomic ops) in every
+    # cost-model call, once per op
+    params = to_fixed_tuple(params_arr, N_PARAMS)
     machine_numeric = st[S_NUMERIC] == 1
     hd = st[S_HD]
     n_rep = st[S_NREP]
@@ -247,19 +252,27 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params, fmt_prec,
                     colmask[c] = _routed(sel, c, e, st[S_NUSED])
                     if colmask[c]:
                         active += 1
-            if numeric and active > 0:
-                y = parts[slot] if slot >= 0 else act[ops[i, O_OUT]]
-                if fmt == K.FMT_Q8_0 and ncol == 1:  # decode: one column of int8 blocks
+            if numeric and active > 0 and fmt == K.FMT_Q8_0 and ncol == 1:  # decode: one column of int8 blocks
+                if slot >= 0:
                     K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
-                                    xq[ops[i, O_SRC], 0], xd[ops[i, O_SRC], 0], y[0], f16, wv.shape[0])
-                elif fmt <= K.FMT_BF16:
-                    for c in range(ncol):
-                        if colmask[c]:
-                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
-                                           k1, act[ops[i, O_SRC]], y, c, f16, bf16)
+                                    xq, xd, ops[i, O_SRC], parts, slot, f16, wv.shape[0])
                 else:
-                    K.matmul_int(fmt, w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
-                                 xq[ops[i, O_SRC]], xd[ops[i, O_SRC]], y, colmask, ncol, f16, wv, accbuf)
+                    K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
+                                    xq, xd, ops[i, O_SRC], act, ops[i, O_OUT], f16, wv.shape[0])
+            elif numeric and active > 0 and fmt <= K.FMT_BF16:
+                y_buf = slot if slot >= 0 else ops[i, O_OUT]
+                for c in range(ncol):
+                    if colmask[c]:
+                        if slot >= 0:
+                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
+                                           k1, act, ops[i, O_SRC], parts, y_buf, c, f16, bf16)
+                        else:
+                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
+                                           k1, act, ops[i, O_SRC], act, y_buf, c, f16, bf16)
+            elif numeric and active > 0:
+                y = parts[slot] if slot >= 0 else act[ops[i, O_OUT]]
+                K.matmul_int(fmt, w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
+                             xq[ops[i, O_SRC]], xd[ops[i, O_SRC]], y, colmask, ncol, f16, wv, accbuf)
             if active > 0:
                 macs = ops[i, O_MACS] * active
                 tile_macs[tile, prec] += macs

@@ -103,12 +103,14 @@ def _q8_term(w, wi8, so, xb, db, f16, n32):
 
 
 @njit(cache=True, nogil=True)
-def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xrow, drow, yrow, f16, n32):
-    """yrow[r0:r1] = W[r0:r1, 32*b0:32*b1] @ x for one column of q8_0 weights (the decode case).
+def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16, n32):
+    """y[yi, 0, r0:r1] = W[r0:r1, 32*b0:32*b1] @ x for column 0 of xq[src] (scales xd[src]), q8_0 weights.
 
     Per block: int32 sum of 32 products, times (weight scale x activation scale), accumulated in fp32 in
     block order. Four rows at a time give the CPU four independent fp32 chains; each row's order is unchanged.
+    Whole arrays and indices rather than views: each view the caller made would cost atomic reference counts.
     """
+    xrow = xq[src, 0]
     r = r0
     while r + 4 <= r1:
         a0 = np.float32(0.0)
@@ -118,23 +120,23 @@ def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xrow, drow, yrow, f16, n32):
         base = off + r * rb
         for b in range(b0, b1):
             xb = xrow[b * 32: b * 32 + 32]
-            db = drow[b]
+            db = xd[src, 0, b]
             so = base + b * 34
             a0 += _q8_term(w, wi8, so, xb, db, f16, n32)
             a1 += _q8_term(w, wi8, so + 1 * rb, xb, db, f16, n32)
             a2 += _q8_term(w, wi8, so + 2 * rb, xb, db, f16, n32)
             a3 += _q8_term(w, wi8, so + 3 * rb, xb, db, f16, n32)
-        yrow[r] = a0
-        yrow[r + 1] = a1
-        yrow[r + 2] = a2
-        yrow[r + 3] = a3
+        y[yi, 0, r] = a0
+        y[yi, 0, r + 1] = a1
+        y[yi, 0, r + 2] = a2
+        y[yi, 0, r + 3] = a3
         r += 4
     while r < r1:
         base = off + r * rb
         a = np.float32(0.0)
         for b in range(b0, b1):
-            a += _q8_term(w, wi8, base + b * 34, xrow[b * 32: b * 32 + 32], drow[b], f16, n32)
-        yrow[r] = a
+            a += _q8_term(w, wi8, base + b * 34, xrow[b * 32: b * 32 + 32], xd[src, 0, b], f16, n32)
+        y[yi, 0, r] = a
         r += 1
 
 
@@ -144,14 +146,11 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
 
     Each weight block is unpacked once and used by all columns (weights are read once per batch);
     per column: int32 sum over the block, times (weight scale x activation scale), accumulated in fp32.
+    (One column of q8_0, the decode case, takes matmul_q8_col.)
     """
     b0 = k0 // 32
     b1 = k1 // 32
-    n32 = wv.shape[0]
-    if ncol == 1 and fmt == FMT_Q8_0:  # the common decode case: one column, plain int8 blocks
-        if colmask[0]:
-            matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq[0], xd[0], y[0], f16, n32)
-        return
+    n32 = wv.shape[0]  # 32, at run time (see _dot32)
     for r in range(r0, r1):
         base = off + r * rb
         for c in range(ncol):
@@ -175,16 +174,17 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
 
 
 @njit(cache=True, nogil=True)
-def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, y, c, f16, bf16):
-    """Float formats: fp32 multiply-accumulate in column order (f16/bf16 weights widened exactly)."""
+def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, src, y, yi, c, f16, bf16):
+    """y[yi, c, r0:r1] = W[r0:r1, k0:k1] @ x[src, c, k0:k1], float formats: fp32 multiply-accumulate in column
+    order (f16/bf16 weights widened exactly). Whole arrays and indices, as in matmul_q8_col."""
     kend = min(k1, kmax)
-    xrow = x[c, k0:kend]
+    xrow = x[src, c, k0:kend]
     n = kend - k0
     r = r0
-    if fmt == FMT_F32:  # four rows at a time: four independent fp32 chains, each row summed in column order
+    if fmt == FMT_F32:  # four (then two) rows at a time: independent fp32 chains, each row in column order
+        step = rb // 4
         while r + 4 <= r1:
             base = (off + r * rb) // 4 + k0
-            step = rb // 4
             w0 = wf32[base: base + n]
             w1 = wf32[base + step: base + step + n]
             w2 = wf32[base + 2 * step: base + 2 * step + n]
@@ -199,11 +199,24 @@ def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, y, c, f16, b
                 a1 += w1[k] * xk
                 a2 += w2[k] * xk
                 a3 += w3[k] * xk
-            y[c, r] = a0
-            y[c, r + 1] = a1
-            y[c, r + 2] = a2
-            y[c, r + 3] = a3
+            y[yi, c, r] = a0
+            y[yi, c, r + 1] = a1
+            y[yi, c, r + 2] = a2
+            y[yi, c, r + 3] = a3
             r += 4
+        if r + 2 <= r1:
+            base = (off + r * rb) // 4 + k0
+            w0 = wf32[base: base + n]
+            w1 = wf32[base + step: base + step + n]
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            for k in range(n):
+                xk = xrow[k]
+                a0 += w0[k] * xk
+                a1 += w1[k] * xk
+            y[yi, c, r] = a0
+            y[yi, c, r + 1] = a1
+            r += 2
     r_tail = r
     for r in range(r_tail, r1):
         acc = np.float32(0.0)
@@ -222,7 +235,7 @@ def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, y, c, f16, b
             hrow = wu16[base: base + n]
             for k in range(n):
                 acc += bf16[hrow[k]] * xrow[k]
-        y[c, r] = acc
+        y[yi, c, r] = acc
 
 
 @njit(cache=True, nogil=True)
