@@ -207,7 +207,9 @@ def _dram(tile, nbytes, start, clock, fs, params, offchip):
     return begin + ser + params[cm.P_DRAM_LAT]
 
 
-@njit(cache=True, nogil=True)
+# _nrt=False: no reference counting in the op loop. It allocates nothing, and each view it takes (act[buf], ...)
+# would otherwise cost an atomic incref/decref pair per op. (numba's private flag, as its own tests use it.)
+@njit(cache=True, nogil=True, _nrt=False)
 def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
         w, wi8, wf32, wu16, f16, bf16,
         act, xq, xd, parts, kq, kd, vq, vd, kf, vf,
