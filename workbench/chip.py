@@ -141,6 +141,17 @@ class ChipSpec:
     source: Mapping[str, str]  # dotted key -> citation / derivation note
     path: str                  # file it was loaded from
 
+    def __hash__(self) -> int:
+        """The dataclass field hash, computed once: the cost model keys its per-chip caches on the spec."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}  # str hashes differ between processes
+
     # -- per chip ---------------------------------------------------------------------------
     @property
     def clock_hz(self) -> float:

@@ -107,15 +107,24 @@ def mac_pj_vector(chip) -> np.ndarray:
     return np.array([mac_energy_pj(chip, p) for p in CHIP_PRECISIONS], dtype=np.float64)
 
 
+_MAC_KEYS = tuple((f"mac_{prec}", i) for prec, i in PREC_INDEX.items())
+
+
+@lru_cache(maxsize=64)
+def _mac_pj_floats(chip) -> tuple[float, ...]:
+    """mac_pj_vector as Python floats (energy_pj runs once per token step)."""
+    return tuple(float(x) for x in mac_pj_vector(chip))
+
+
 def energy_pj(chip, macs_by_prec: np.ndarray, vector_ops: float, sram_read_bytes: float, sram_write_bytes: float,
               offchip_bytes: float, hop_bytes: float, chip_link_bytes: float, seconds: float) -> dict[str, float]:
     """Energy by component in picojoules: every count times its pJ, plus static W times time."""
     e = chip.energy
     out = {}
-    pj = mac_pj_vector(chip)
-    for prec, i in PREC_INDEX.items():
-        out[f"mac_{prec}"] = float(macs_by_prec[i]) * float(pj[i])
-    out["vector"] = float(vector_ops) * float(pj[VEC_PREC])
+    pj = _mac_pj_floats(chip)
+    for key, i in _MAC_KEYS:
+        out[key] = float(macs_by_prec[i]) * pj[i]
+    out["vector"] = float(vector_ops) * pj[VEC_PREC]
     out["sram_read"] = float(sram_read_bytes) * e.pj_per_byte_sram_read
     out["sram_write"] = float(sram_write_bytes) * e.pj_per_byte_sram_write
     out["offchip"] = float(offchip_bytes) * e.pj_per_byte_dram

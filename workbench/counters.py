@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from . import cost
 from .machine import isa
@@ -93,6 +94,16 @@ def snapshot(chip, counters: Counters, tokens: int, kv_sram=None, kv_spilled=Non
 
 def energy(chip, c: Counters, seconds: float) -> dict[str, float]:
     """Energy by component (pJ): the cost model applied to the counts."""
-    return cost.energy_pj(chip, c.tile_macs.sum(axis=0), float(c.tile_vec.sum()), float(c.sram_rd.sum()),
-                          float(c.sram_wr.sum()), float(c.off_rd.sum() + c.off_wr.sum()), float(c.hop_bytes[0]), 0.0,
-                          seconds)
+    macs = np.zeros(c.tile_macs.shape[1], np.int64)
+    vec, rd, wr, off = _totals(c.tile_macs, c.tile_vec, c.sram_rd, c.sram_wr, c.off_rd, c.off_wr, macs)
+    return cost.energy_pj(chip, macs, float(vec), float(rd), float(wr), float(off), float(c.hop_bytes[0]), 0.0, seconds)
+
+
+@njit(cache=True, nogil=True)
+def _totals(tile_macs, tile_vec, sram_rd, sram_wr, off_rd, off_wr, macs_out):
+    """Chip-wide sums in one pass (integers, so exactly numpy's): MACs per precision into macs_out, and
+    (vector ops, SRAM bytes read, SRAM bytes written, off-chip bytes)."""
+    for t in range(tile_macs.shape[0]):
+        for p in range(tile_macs.shape[1]):
+            macs_out[p] += tile_macs[t, p]
+    return tile_vec.sum(), sram_rd.sum(), sram_wr.sum(), off_rd.sum() + off_wr.sum()

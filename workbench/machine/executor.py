@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .. import cost as cm
 from . import isa
@@ -38,17 +39,21 @@ O_T_OFF = isa.F["t_off"]
 O_TILE = isa.F["tile"]
 O_W_OFF = isa.F["w_off"]
 O_W_ROW_BYTES = isa.F["w_row_bytes"]
+N_PARAMS = cm.N_PARAMS
 PREC_INT8 = cm.PREC_INDEX["int8"]
 PREC_F32 = cm.PREC_INDEX["f32"]
 # indices into the int64 state vector ``st``
 S_NCOL, S_BATCH, S_KV_INT8, S_NREP, S_HD, S_DIM, S_HIDDEN, S_VOCAB, S_NEXP, S_NUSED, S_NUMERIC, \
-    S_EOUT0, S_H10, S_TOKEN_COLS, S_FAULT, S_FAULT_OP, S_NKV = range(17)
-N_ST = 17
+    S_EOUT0, S_H10, S_TOKEN_COLS, S_FAULT, S_FAULT_OP, S_NKV, S_EMBED_SET = range(18)
+N_ST = 18
 # indices into the float64 vector ``fs``
 FS_EPS, FS_TEMP, FS_DRAM_FREE, FS_INV_NLAYERS = range(4)
 N_FS = 4
 # fault codes
 FAULT_NONE, FAULT_NAN, FAULT_CONTEXT = 0, 1, 2
+# columns of the per-transfer-set table ``cset`` built by comm_tables (bytes are per column)
+C_LOFF, C_LCNT, C_TOFF, C_TCNT, C_HOP_BYTES, C_BYTES, C_GMAX = range(7)
+N_C = 7
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -60,6 +65,83 @@ def _routed(sel, c, e, n_used):
         if sel[c, j] == e:
             return True
     return False
+
+
+@njit(cache=True, nogil=True)
+def comm_tables(set_off, set_cnt, transfers, geometry, hops, n_tiles):
+    """Fold each transfer set (rows set_off[i]:+set_cnt[i] of ``transfers``) into what the executor adds per column.
+
+    Returns (cset (n_sets, N_C), clinks (M, 2) = link id and bytes, ctiles (K, 3) = tile, bytes sent, bytes
+    received). Integer sums only, so a set's counts and link loads are exactly those of routing each transfer.
+    """
+    n_sets = set_off.shape[0]
+    cap = 0
+    for i in range(n_sets):
+        for j in range(set_off[i], set_off[i] + set_cnt[i]):
+            cap += hops[transfers[j, 0], transfers[j, 1]]
+    cset = np.zeros((n_sets, N_C), np.int64)
+    clinks = np.zeros((cap, 2), np.int64)
+    ctiles = np.zeros((2 * set_cnt.sum(), 3), np.int64)
+    load = np.zeros(n_tiles * 4, np.int64)
+    link_order = np.zeros(n_tiles * 4, np.int64)
+    tsent = np.zeros(n_tiles, np.int64)
+    trecv = np.zeros(n_tiles, np.int64)
+    tseen = np.zeros(n_tiles, np.bool_)
+    tile_order = np.zeros(n_tiles, np.int64)
+    pathbuf = np.zeros(n_tiles * 4 + 2, np.int64)
+    nl_all = 0
+    nt_all = 0
+    for i in range(n_sets):
+        nl = 0
+        nt = 0
+        hop_bytes = 0
+        total = 0
+        gmax = 0
+        for j in range(set_off[i], set_off[i] + set_cnt[i]):
+            a = transfers[j, 0]
+            b = transfers[j, 1]
+            nb = transfers[j, 2]
+            for t in (a, b):
+                if not tseen[t]:
+                    tseen[t] = True
+                    tile_order[nt] = t
+                    nt += 1
+            tsent[a] += nb
+            trecv[b] += nb
+            total += nb
+            h = route_links(a, b, geometry, pathbuf)
+            hop_bytes += nb * h
+            for k in range(h):
+                lk = pathbuf[k]
+                if load[lk] == 0 and nb > 0:
+                    link_order[nl] = lk
+                    nl += 1
+                load[lk] += nb
+            if hops[a, b] > gmax:
+                gmax = hops[a, b]
+        cset[i, C_LOFF] = nl_all
+        cset[i, C_LCNT] = nl
+        cset[i, C_TOFF] = nt_all
+        cset[i, C_TCNT] = nt
+        cset[i, C_HOP_BYTES] = hop_bytes
+        cset[i, C_BYTES] = total
+        cset[i, C_GMAX] = gmax
+        for k in range(nl):
+            lk = link_order[k]
+            clinks[nl_all + k, 0] = lk
+            clinks[nl_all + k, 1] = load[lk]
+            load[lk] = 0
+        for k in range(nt):
+            t = tile_order[k]
+            ctiles[nt_all + k, 0] = t
+            ctiles[nt_all + k, 1] = tsent[t]
+            ctiles[nt_all + k, 2] = trecv[t]
+            tsent[t] = 0
+            trecv[t] = 0
+            tseen[t] = False
+        nl_all += nl
+        nt_all += nt
+    return cset, clinks[:nl_all].copy(), ctiles[:nt_all].copy()
 
 
 @njit(cache=True, nogil=True)
@@ -125,8 +207,10 @@ def _dram(tile, nbytes, start, clock, fs, params, offchip):
     return begin + ser + params[cm.P_DRAM_LAT]
 
 
-@njit(cache=True, nogil=True)
-def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
+# _nrt=False: no reference counting in the op loop. It allocates nothing, and each view it takes (act[buf], ...)
+# would otherwise cost an atomic incref/decref pair per op. (numba's private flag, as its own tests use it.)
+@njit(cache=True, nogil=True, _nrt=False)
+def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
         w, wi8, wf32, wu16, f16, bf16,
         act, xq, xd, parts, kq, kd, vq, vd, kf, vf,
         tokens, out_tokens, col_seq, col_pos, sel, selw, rng, cos_t, sin_t,
@@ -136,67 +220,86 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
         sent, recv, op_cycles, op_count, clock, busy,
         scratch_load, touched, mask, scores, qq, headout, probs, colmask, wv, accbuf):
     """Execute ops[start:stop]; stop early at a fault (st[S_FAULT] != 0). Returns the next op index."""
+    # the cost parameters as a tuple: an array argument would be reference-counted (two atomic ops) in every
+    # cost-model call, once per op
+    params = to_fixed_tuple(params_arr, N_PARAMS)
     machine_numeric = st[S_NUMERIC] == 1
     hd = st[S_HD]
     n_rep = st[S_NREP]
     n_tiles = clock.shape[0]
     i = start
     while i < stop:
-        op = ops[i]
-        code = op[O_OPCODE]
-        tile = op[O_TILE]
+        code = ops[i, O_OPCODE]
+        tile = ops[i, O_TILE]
         ncol = st[S_NCOL]
         t0 = clock[tile]
         dur = 0.0
-        numeric = machine_numeric and op[O_NUMERIC] == 1
+        numeric = machine_numeric and ops[i, O_NUMERIC] == 1
         if code == isa.MATMUL:
-            e = op[O_AUX]
-            prec = fmt_prec[op[O_FMT]]
-            r0 = op[O_R0]
-            r1 = op[O_R1]
-            k0 = op[O_K0]
-            k1 = op[O_K1]
-            fmt = op[O_FMT]
-            slot = op[O_DST]
-            active = 0
-            for c in range(ncol):
-                colmask[c] = _routed(sel, c, e, st[S_NUSED])
-                if colmask[c]:
-                    active += 1
-            if numeric and active > 0:
-                y = parts[slot] if slot >= 0 else act[op[O_OUT]]
-                if fmt <= K.FMT_BF16:
-                    for c in range(ncol):
-                        if colmask[c]:
-                            K.matmul_float(fmt, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
-                                           k1, act[op[O_SRC]], y, c, f16, bf16)
+            e = ops[i, O_AUX]
+            prec = fmt_prec[ops[i, O_FMT]]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            k0 = ops[i, O_K0]
+            k1 = ops[i, O_K1]
+            fmt = ops[i, O_FMT]
+            slot = ops[i, O_DST]
+            if e < 0:  # dense: every column
+                active = ncol
+                for c in range(ncol):
+                    colmask[c] = True
+            else:
+                active = 0
+                for c in range(ncol):
+                    colmask[c] = _routed(sel, c, e, st[S_NUSED])
+                    if colmask[c]:
+                        active += 1
+            if numeric and active > 0 and fmt == K.FMT_Q8_0 and ncol == 1:  # decode: one column of int8 blocks
+                if slot >= 0:
+                    K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
+                                    xq, xd, ops[i, O_SRC], parts, slot, f16, wv.shape[0])
                 else:
-                    K.matmul_int(fmt, w, wi8, op[O_W_OFF], op[O_W_ROW_BYTES], r0, r1, k0, k1,
-                                 xq[op[O_SRC]], xd[op[O_SRC]], y, colmask, ncol, f16, wv, accbuf)
+                    K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
+                                    xq, xd, ops[i, O_SRC], act, ops[i, O_OUT], f16, wv.shape[0])
+            elif numeric and active > 0 and fmt <= K.FMT_BF16:
+                y_buf = slot if slot >= 0 else ops[i, O_OUT]
+                for c in range(ncol):
+                    if colmask[c]:
+                        if slot >= 0:
+                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
+                                           k1, act, ops[i, O_SRC], parts, y_buf, c, f16, bf16)
+                        else:
+                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
+                                           k1, act, ops[i, O_SRC], act, y_buf, c, f16, bf16)
+            elif numeric and active > 0:
+                y = parts[slot] if slot >= 0 else act[ops[i, O_OUT]]
+                K.matmul_int(fmt, w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
+                             xq[ops[i, O_SRC]], xd[ops[i, O_SRC]], y, colmask, ncol, f16, wv, accbuf)
             if active > 0:
-                macs = op[O_MACS] * active
+                macs = ops[i, O_MACS] * active
                 tile_macs[tile, prec] += macs
                 act_bytes = active * (k1 - k0) * (4 if fmt <= K.FMT_BF16 else 1) + active * (r1 - r0) * 4
-                sram_rd[tile] += op[O_NBYTES] + active * (k1 - k0) * (4 if fmt <= K.FMT_BF16 else 1)
+                sram_rd[tile] += ops[i, O_NBYTES] + active * (k1 - k0) * (4 if fmt <= K.FMT_BF16 else 1)
                 sram_wr[tile] += active * (r1 - r0) * 4
-                dur = cm.compute_op_cycles(macs, prec, 0, op[O_NBYTES] + act_bytes, params)
+                dur = cm.compute_op_cycles(macs, prec, 0, ops[i, O_NBYTES] + act_bytes, params)
         elif code == isa.STREAM:
-            e = op[O_AUX]
+            e = ops[i, O_AUX]
             routed = False
             for c in range(ncol):
                 if _routed(sel, c, e, st[S_NUSED]):
                     routed = True
             if routed:
-                nb = op[O_NBYTES]
+                nb = ops[i, O_NBYTES]
                 end = _dram(tile, nb, t0, clock, fs, params, off_rd)
                 sram_wr[tile] += nb
                 kind_bytes[isa.KIND_STREAM] += nb
                 dur = end - t0
         elif code == isa.RMSNORM:
-            n = op[O_R1]
+            n = ops[i, O_R1]
             if numeric:
                 for c in range(ncol):
-                    if not K.rmsnorm(act[op[O_SRC]], act[op[O_OUT]], c, n, wf32, op[O_W_OFF] // 4, fs[FS_EPS]):
+                    if not K.rmsnorm(act[ops[i, O_SRC]], act[ops[i, O_OUT]], c, n, wf32, ops[i, O_W_OFF] // 4,
+                                     fs[FS_EPS]):
                         st[S_FAULT] = FAULT_NAN
                         st[S_FAULT_OP] = i
                         return i
@@ -205,16 +308,16 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             sram_wr[tile] += ncol * n * 4
             dur = cm.compute_op_cycles(0, 0, ncol * 3 * n, ncol * n * 8 + n * 4, params)
         elif code == isa.QUANT:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
-            e = op[O_AUX]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            e = ops[i, O_AUX]
             n = r1 - r0
             active = 0
             for c in range(ncol):
                 if not _routed(sel, c, e, st[S_NUSED]):
                     continue
                 active += 1
-                if numeric and not K.quantize_q8(act[op[O_SRC]], c, r0, r1, xq[op[O_OUT]], xd[op[O_OUT]]):
+                if numeric and not K.quantize_q8(act[ops[i, O_SRC]], c, r0, r1, xq[ops[i, O_OUT]], xd[ops[i, O_OUT]]):
                     st[S_FAULT] = FAULT_NAN
                     st[S_FAULT_OP] = i
                     return i
@@ -223,19 +326,19 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             sram_wr[tile] += active * (n + (n + 31) // 32 * 4)
             dur = cm.compute_op_cycles(0, 0, active * 2 * n, active * n * 5, params)
         elif code == isa.ROPE:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
             if numeric:
                 for c in range(ncol):
-                    K.rope(act[op[O_OUT]], c, r0, r1, hd, col_pos[c], cos_t, sin_t)
+                    K.rope(act[ops[i, O_OUT]], c, r0, r1, hd, col_pos[c], cos_t, sin_t)
             n = r1 - r0
             tile_vec[tile] += ncol * 3 * n
             sram_rd[tile] += ncol * n * 4
             sram_wr[tile] += ncol * n * 4
             dur = cm.compute_op_cycles(0, 0, ncol * 3 * n, ncol * n * 8, params)
         elif code == isa.KV_WRITE:
-            l = op[O_LAYER]
-            h = op[O_AUX]
+            l = ops[i, O_LAYER]
+            h = ops[i, O_AUX]
             cap = kv_cap[l, h]
             kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
             end = t0
@@ -263,8 +366,8 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             sram_rd[tile] += ncol * 2 * hd * 4
             dur = max(cm.compute_op_cycles(0, 0, ncol * 4 * hd, ncol * 2 * hd * 4, params), end - t0)
         elif code == isa.ATTN:
-            l = op[O_LAYER]
-            h = op[O_AUX]
+            l = ops[i, O_LAYER]
+            h = ops[i, O_AUX]
             cap = kv_cap[l, h]
             kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
             end = t0
@@ -276,10 +379,11 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                 npos = col_pos[c] + 1
                 if numeric:
                     if st[S_KV_INT8] == 1:
-                        K.attention_int8(act[2], act[op[O_OUT]], c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq,
+                        K.attention_int8(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq,
                                          scores, qq, headout)
                     else:
-                        K.attention_f32(act[2], act[op[O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores, headout)
+                        K.attention_f32(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores,
+                                        headout)
                 in_sram = min(npos, cap)
                 sbytes += in_sram * kvb
                 if npos > in_sram:
@@ -294,17 +398,17 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             sram_wr[tile] += ncol * n_rep * hd * 4
             dur = max(cm.compute_op_cycles(macs, prec, vec, sbytes, params), end - t0)
         elif code == isa.REDUCE:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
-            ns = op[O_AUX]
-            e = op[O_AUX2]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            ns = ops[i, O_AUX]
+            e = ops[i, O_AUX2]
             active = 0
             for c in range(ncol):
                 if not _routed(sel, c, e, st[S_NUSED]):
                     continue
                 active += 1
                 if numeric:
-                    out = act[op[O_OUT]]
+                    out = act[ops[i, O_OUT]]
                     for r in range(r0, r1):
                         acc = parts[0, c, r]
                         for s in range(1, ns):
@@ -316,27 +420,27 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             sram_wr[tile] += n * 4
             dur = cm.compute_op_cycles(0, 0, n * ns, n * (ns + 1) * 4, params)
         elif code == isa.SILU_MUL:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
-            e = op[O_AUX]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            e = ops[i, O_AUX]
             active = 0
             for c in range(ncol):
                 if not _routed(sel, c, e, st[S_NUSED]):
                     continue
                 active += 1
                 if numeric:
-                    K.silu_mul(act[op[O_OUT]], act[op[O_SRC]], c, r0, r1)
+                    K.silu_mul(act[ops[i, O_OUT]], act[ops[i, O_SRC]], c, r0, r1)
             n = (r1 - r0) * active
             tile_vec[tile] += n * 4
             sram_rd[tile] += n * 8
             sram_wr[tile] += n * 4
             dur = cm.compute_op_cycles(0, 0, n * 4, n * 12, params)
         elif code == isa.RESADD:
-            r0 = op[O_R0]
-            r1 = op[O_R1]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
             if numeric:
-                src = act[op[O_SRC]]
-                out = act[op[O_OUT]]
+                src = act[ops[i, O_SRC]]
+                out = act[ops[i, O_OUT]]
                 for c in range(ncol):
                     for r in range(r0, r1):
                         out[c, r] = out[c, r] + src[c, r]
@@ -346,31 +450,43 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             sram_wr[tile] += n * 4
             dur = cm.compute_op_cycles(0, 0, n, n * 12, params)
         elif code == isa.EMBED:
-            fmt = op[O_FMT]
-            g = op[O_AUX]
-            n_touched = _comm_begin(scratch_load, touched, 0)
+            fmt = ops[i, O_FMT]
+            n_touched = 0
             for t in range(n_tiles):
                 mask[t] = False
             gmax = 0
             for c in range(ncol):
                 tok = tokens[c]
-                owner = embed_tab[0, 0]
+                si = 0
                 for s in range(embed_tab.shape[0]):
                     if embed_tab[s, 1] <= tok < embed_tab[s, 2]:
-                        owner = embed_tab[s, 0]
+                        si = s
+                owner = embed_tab[si, 0]
                 if numeric:
-                    K.dequant_row(fmt, w, wi8, wf32, wu16, op[O_W_OFF], op[O_W_ROW_BYTES], tok, st[S_DIM],
-                                  act[op[O_OUT]], c, f16, bf16)
-                sram_rd[owner] += op[O_W_ROW_BYTES]
+                    K.dequant_row(fmt, w, wi8, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], tok, st[S_DIM],
+                                  act[ops[i, O_OUT]], c, f16, bf16)
+                sram_rd[owner] += ops[i, O_W_ROW_BYTES]
                 mask[owner] = True
-                for gi in range(groups.shape[1]):
-                    dst = groups[g, gi]
-                    if dst >= 0 and dst != owner:
-                        mask[dst] = True
-                        n_touched = _route(owner, dst, st[S_DIM] * 4, isa.KIND_SEND, geometry, pathbuf, scratch_load, touched,
-                                           n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
-                        if hops[owner, dst] > gmax:
-                            gmax = hops[owner, dst]
+                # the row goes from its owner to every other tile of the group: one precomputed transfer set
+                row = st[S_EMBED_SET] + si
+                for j in range(cset[row, C_LOFF], cset[row, C_LOFF] + cset[row, C_LCNT]):
+                    lk = clinks[j, 0]
+                    if scratch_load[lk] == 0.0:
+                        touched[n_touched] = lk
+                        n_touched += 1
+                    scratch_load[lk] += clinks[j, 1]
+                    link_bytes[lk] += clinks[j, 1]
+                for j in range(cset[row, C_TOFF], cset[row, C_TOFF] + cset[row, C_TCNT]):
+                    t = ctiles[j, 0]
+                    mask[t] = True
+                    sent[t] += ctiles[j, 1]
+                    recv[t] += ctiles[j, 2]
+                    sram_rd[t] += ctiles[j, 1]
+                    sram_wr[t] += ctiles[j, 2]
+                hop_bytes[0] += cset[row, C_HOP_BYTES]
+                kind_bytes[isa.KIND_SEND] += cset[row, C_BYTES]
+                if cset[row, C_GMAX] > gmax:
+                    gmax = cset[row, C_GMAX]
             start_t = _sync(mask, clock)
             end = _comm_end(start_t, gmax, scratch_load, touched, n_touched, link_busy, params)
             for t in range(n_tiles):
@@ -381,51 +497,78 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             op_count[code] += 1
             i += 1
             continue
-        elif code in (isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER, isa.MOE_DISPATCH, isa.MOE_COMBINE):
-            kind = op[O_KIND]
+        elif code == isa.SEND or code == isa.ALLREDUCE or code == isa.ALLGATHER or code == isa.LOGITS_GATHER:
+            # a static set of transfers, folded once per program by comm_tables (bytes scale with the columns)
+            kind = ops[i, O_KIND]
+            t_lo = cset[i, C_TOFF]
+            t_hi = t_lo + cset[i, C_TCNT]
+            start_t = 0.0
+            for j in range(t_lo, t_hi):
+                t = ctiles[j, 0]
+                if clock[t] > start_t:
+                    start_t = clock[t]
+                sb = ctiles[j, 1] * ncol
+                rb = ctiles[j, 2] * ncol
+                sent[t] += sb
+                recv[t] += rb
+                sram_rd[t] += sb
+                sram_wr[t] += rb
+            kind_bytes[kind] += cset[i, C_BYTES] * ncol
+            hop_bytes[0] += cset[i, C_HOP_BYTES] * ncol
+            if t_hi > t_lo:
+                worst = 0.0
+                for j in range(cset[i, C_LOFF], cset[i, C_LOFF] + cset[i, C_LCNT]):
+                    lk = clinks[j, 0]
+                    nb = clinks[j, 1] * ncol
+                    link_bytes[lk] += nb
+                    cyc = cm.link_cycles(nb, params)
+                    link_busy[lk] += cyc
+                    if cyc > worst:
+                        worst = cyc
+                end = start_t + worst + cset[i, C_GMAX] * params[cm.P_HOP_LAT] + params[cm.P_OP_OVERHEAD]
+            else:
+                end = start_t
+            for j in range(t_lo, t_hi):
+                clock[ctiles[j, 0]] = end
+            op_cycles[code] += end - start_t
+            op_count[code] += 1
+            i += 1
+            continue
+        elif code == isa.MOE_DISPATCH or code == isa.MOE_COMBINE:
+            kind = ops[i, O_KIND]
             for t in range(n_tiles):
                 mask[t] = False
             n_touched = 0
             gmax = 0
-            if code == isa.MOE_DISPATCH or code == isa.MOE_COMBINE:
-                g = op[O_AUX2]
-                home = groups[g, 0]
-                mask[home] = True
-                if numeric and code == isa.MOE_COMBINE:
-                    out = act[op[O_OUT]]
-                    for c in range(ncol):
-                        for r in range(st[S_DIM]):
-                            acc = np.float32(0.0)
-                            for j in range(st[S_NUSED]):
-                                acc += selw[c, j] * act[st[S_EOUT0] + 3 * sel[c, j], c, r]
-                            out[c, r] = acc
-                if code == isa.MOE_COMBINE:
-                    tile_vec[home] += ncol * st[S_NUSED] * st[S_DIM]
+            # routes depend on this step's expert choice: computed here
+            g = ops[i, O_AUX2]
+            home = groups[g, 0]
+            mask[home] = True
+            if numeric and code == isa.MOE_COMBINE:
+                out = act[ops[i, O_OUT]]
                 for c in range(ncol):
-                    for j in range(st[S_NUSED]):
-                        e = sel[c, j]
-                        for k in range(expert_tiles.shape[2]):
-                            et = expert_tiles[g, e, k]
-                            if et < 0 or et == home:
-                                continue
-                            if code == isa.MOE_COMBINE and k > 0:
-                                continue  # the expert's reduced output leaves from its first tile only
-                            mask[et] = True
-                            a, b = (home, et) if code == isa.MOE_DISPATCH else (et, home)
-                            n_touched = _route(a, b, op[O_NBYTES], kind, geometry, pathbuf, scratch_load, touched,
-                                               n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
-                            if hops[a, b] > gmax:
-                                gmax = hops[a, b]
-            else:
-                for j in range(op[O_T_OFF], op[O_T_OFF] + op[O_T_CNT]):
-                    a = transfers[j, 0]
-                    b = transfers[j, 1]
-                    mask[a] = True
-                    mask[b] = True
-                    n_touched = _route(a, b, transfers[j, 2] * ncol, kind, geometry, pathbuf, scratch_load, touched,
-                                       n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
-                    if hops[a, b] > gmax:
-                        gmax = hops[a, b]
+                    for r in range(st[S_DIM]):
+                        acc = np.float32(0.0)
+                        for j in range(st[S_NUSED]):
+                            acc += selw[c, j] * act[st[S_EOUT0] + 3 * sel[c, j], c, r]
+                        out[c, r] = acc
+            if code == isa.MOE_COMBINE:
+                tile_vec[home] += ncol * st[S_NUSED] * st[S_DIM]
+            for c in range(ncol):
+                for j in range(st[S_NUSED]):
+                    e = sel[c, j]
+                    for k in range(expert_tiles.shape[2]):
+                        et = expert_tiles[g, e, k]
+                        if et < 0 or et == home:
+                            continue
+                        if code == isa.MOE_COMBINE and k > 0:
+                            continue  # the expert's reduced output leaves from its first tile only
+                        mask[et] = True
+                        a, b = (home, et) if code == isa.MOE_DISPATCH else (et, home)
+                        n_touched = _route(a, b, ops[i, O_NBYTES], kind, geometry, pathbuf, scratch_load, touched,
+                                           n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
+                        if hops[a, b] > gmax:
+                            gmax = hops[a, b]
             start_t = _sync(mask, clock)
             if n_touched > 0:
                 end = _comm_end(start_t, gmax, scratch_load, touched, n_touched, link_busy, params)
@@ -440,13 +583,13 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
             i += 1
             continue
         elif code == isa.MOE_ROUTE:
-            n_e = op[O_R1]
-            kdim = op[O_K1]
-            woff = op[O_W_OFF] // 4
+            n_e = ops[i, O_R1]
+            kdim = ops[i, O_K1]
+            woff = ops[i, O_W_OFF] // 4
             for c in range(ncol):
                 if numeric:
-                    rl = act[op[O_OUT]]
-                    x = act[op[O_SRC]]
+                    rl = act[ops[i, O_OUT]]
+                    x = act[ops[i, O_SRC]]
                     for e in range(n_e):
                         acc = np.float32(0.0)
                         for k in range(kdim):
@@ -455,8 +598,8 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                     _topk(rl, c, n_e, st[S_NUSED], sel, selw)
             macs = ncol * n_e * kdim
             tile_macs[tile, PREC_F32] += macs
-            sram_rd[tile] += op[O_NBYTES] + ncol * kdim * 4
-            dur = cm.compute_op_cycles(macs, PREC_F32, ncol * n_e * 4, op[O_NBYTES], params)
+            sram_rd[tile] += ops[i, O_NBYTES] + ncol * kdim * 4
+            dur = cm.compute_op_cycles(macs, PREC_F32, ncol * n_e * 4, ops[i, O_NBYTES], params)
         elif code == isa.COPY:
             batch = st[S_BATCH]
             if ncol != batch:
@@ -470,16 +613,16 @@ def run(start, stop, ops, transfers, st, fs, params, fmt_prec,
                     col_pos[b] = col_pos[last]
                 st[S_NCOL] = batch
         elif code == isa.SAMPLE:
-            n = op[O_R1]
+            n = ops[i, O_R1]
             for c in range(ncol):
                 if numeric:
                     for r in range(n):
-                        v = act[op[O_SRC], c, r]
+                        v = act[ops[i, O_SRC], c, r]
                         if v != v or v - v != 0:
                             st[S_FAULT] = FAULT_NAN
                             st[S_FAULT_OP] = i
                             return i
-                    out_tokens[c] = K.sample_row(act[op[O_SRC]], c, n, fs[FS_TEMP], rng, probs)
+                    out_tokens[c] = K.sample_row(act[ops[i, O_SRC]], c, n, fs[FS_TEMP], rng, probs)
             tile_vec[tile] += ncol * n * 2
             sram_rd[tile] += ncol * n * 4
             dur = cm.compute_op_cycles(0, 0, ncol * n * 2, ncol * n * 4, params)

@@ -87,11 +87,57 @@ def _decode_block(fmt, w, base, b, wv):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _dot32(wb, xb):
+def _dot32(wb, xb, n32):
+    """int32 dot product of one block. ``n32`` is 32 passed at run time: a constant trip count gets the loop
+    fully unrolled into scalar code before LLVM's loop vectorizer can see it; the int32 casts keep it 32-bit."""
     s = np.int32(0)
-    for j in range(32):
-        s += np.int32(wb[j]) * np.int32(xb[j])
+    for j in range(n32):
+        s = np.int32(s + np.int32(np.int32(wb[j]) * np.int32(xb[j])))
     return s
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _q8_term(w, wi8, so, xb, db, f16, n32):
+    """One q8_0 block at byte ``so`` against activation block xb (scale db): (weight scale x db) x int32 sum."""
+    return (f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)] * db) * np.float32(_dot32(wi8[so + 2: so + 34], xb, n32))
+
+
+@njit(cache=True, nogil=True)
+def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16, n32):
+    """y[yi, 0, r0:r1] = W[r0:r1, 32*b0:32*b1] @ x for column 0 of xq[src] (scales xd[src]), q8_0 weights.
+
+    Per block: int32 sum of 32 products, times (weight scale x activation scale), accumulated in fp32 in
+    block order. Four rows at a time give the CPU four independent fp32 chains; each row's order is unchanged.
+    Whole arrays and indices rather than views: each view the caller made would cost atomic reference counts.
+    """
+    xrow = xq[src, 0]
+    r = r0
+    while r + 4 <= r1:
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        base = off + r * rb
+        for b in range(b0, b1):
+            xb = xrow[b * 32: b * 32 + 32]
+            db = xd[src, 0, b]
+            so = base + b * 34
+            a0 += _q8_term(w, wi8, so, xb, db, f16, n32)
+            a1 += _q8_term(w, wi8, so + 1 * rb, xb, db, f16, n32)
+            a2 += _q8_term(w, wi8, so + 2 * rb, xb, db, f16, n32)
+            a3 += _q8_term(w, wi8, so + 3 * rb, xb, db, f16, n32)
+        y[yi, 0, r] = a0
+        y[yi, 0, r + 1] = a1
+        y[yi, 0, r + 2] = a2
+        y[yi, 0, r + 3] = a3
+        r += 4
+    while r < r1:
+        base = off + r * rb
+        a = np.float32(0.0)
+        for b in range(b0, b1):
+            a += _q8_term(w, wi8, base + b * 34, xrow[b * 32: b * 32 + 32], xd[src, 0, b], f16, n32)
+        y[yi, 0, r] = a
+        r += 1
 
 
 @njit(cache=True, nogil=True)
@@ -100,23 +146,11 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
 
     Each weight block is unpacked once and used by all columns (weights are read once per batch);
     per column: int32 sum over the block, times (weight scale x activation scale), accumulated in fp32.
+    (One column of q8_0, the decode case, takes matmul_q8_col.)
     """
     b0 = k0 // 32
     b1 = k1 // 32
-    if ncol == 1 and fmt == FMT_Q8_0:  # the common decode case: one column, plain int8 blocks
-        if colmask[0]:
-            xrow = xq[0]
-            drow = xd[0]
-            for r in range(r0, r1):
-                base = off + r * rb
-                a = np.float32(0.0)
-                for b in range(b0, b1):
-                    so = base + b * 34
-                    dw = f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)]
-                    s = _dot32(wi8[so + 2: so + 34], xrow[b * 32: b * 32 + 32])
-                    a += (dw * drow[b]) * np.float32(s)
-                y[0, r] = a
-        return
+    n32 = wv.shape[0]  # 32, at run time (see _dot32)
     for r in range(r0, r1):
         base = off + r * rb
         for c in range(ncol):
@@ -132,7 +166,7 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
             xb0 = b * 32
             for c in range(ncol):
                 if colmask[c]:
-                    s = _dot32(wb, xq[c, xb0: xb0 + 32])
+                    s = _dot32(wb, xq[c, xb0: xb0 + 32], n32)
                     acc[c] += (dw * xd[c, b]) * np.float32(s)
         for c in range(ncol):
             if colmask[c]:
@@ -140,12 +174,51 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
 
 
 @njit(cache=True, nogil=True)
-def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, y, c, f16, bf16):
-    """Float formats: fp32 multiply-accumulate in column order (f16/bf16 weights widened exactly)."""
+def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, src, y, yi, c, f16, bf16):
+    """y[yi, c, r0:r1] = W[r0:r1, k0:k1] @ x[src, c, k0:k1], float formats: fp32 multiply-accumulate in column
+    order (f16/bf16 weights widened exactly). Whole arrays and indices, as in matmul_q8_col."""
     kend = min(k1, kmax)
-    xrow = x[c, k0:kend]
+    xrow = x[src, c, k0:kend]
     n = kend - k0
-    for r in range(r0, r1):
+    r = r0
+    if fmt == FMT_F32:  # four (then two) rows at a time: independent fp32 chains, each row in column order
+        step = rb // 4
+        while r + 4 <= r1:
+            base = (off + r * rb) // 4 + k0
+            w0 = wf32[base: base + n]
+            w1 = wf32[base + step: base + step + n]
+            w2 = wf32[base + 2 * step: base + 2 * step + n]
+            w3 = wf32[base + 3 * step: base + 3 * step + n]
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            a2 = np.float32(0.0)
+            a3 = np.float32(0.0)
+            for k in range(n):
+                xk = xrow[k]
+                a0 += w0[k] * xk
+                a1 += w1[k] * xk
+                a2 += w2[k] * xk
+                a3 += w3[k] * xk
+            y[yi, c, r] = a0
+            y[yi, c, r + 1] = a1
+            y[yi, c, r + 2] = a2
+            y[yi, c, r + 3] = a3
+            r += 4
+        if r + 2 <= r1:
+            base = (off + r * rb) // 4 + k0
+            w0 = wf32[base: base + n]
+            w1 = wf32[base + step: base + step + n]
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            for k in range(n):
+                xk = xrow[k]
+                a0 += w0[k] * xk
+                a1 += w1[k] * xk
+            y[yi, c, r] = a0
+            y[yi, c, r + 1] = a1
+            r += 2
+    r_tail = r
+    for r in range(r_tail, r1):
         acc = np.float32(0.0)
         if fmt == FMT_F32:
             base = (off + r * rb) // 4 + k0
@@ -162,7 +235,7 @@ def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, y, c, f16, b
             hrow = wu16[base: base + n]
             for k in range(n):
                 acc += bf16[hrow[k]] * xrow[k]
-        y[c, r] = acc
+        y[yi, c, r] = acc
 
 
 @njit(cache=True, nogil=True)

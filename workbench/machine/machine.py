@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import cost
 from ..compiler import CompileOptions, Plan, Program, compile_plan, emit_program
-from ..counters import Counters, Snapshot, snapshot
+from ..counters import Counters, Snapshot, energy, snapshot
 from ..errors import MachineFault, WorkbenchError
 from ..model.config import ModelConfig
 from ..model.tensor import Model
@@ -166,9 +166,37 @@ class Machine:
                          np.zeros(plan.context + 1, np.float32), np.zeros(cfg.head_dim, np.int8),
                          np.zeros(cfg.head_dim, np.float32), np.zeros(cfg.vocab_size, np.float32))
         self._gmax = gmax
+        self._build_comm()
         self._colmask = np.zeros(self.max_cols, np.bool_)
         self._wv = np.zeros(32, np.int8)
         self._acc = np.zeros(self.max_cols, np.float32)
+
+    def _build_comm(self) -> None:
+        """Fold every static transfer set into per-link and per-tile byte counts once (executor.comm_tables):
+        one set per SEND/ALL*/LOGITS_GATHER op (row = op index), then one per embedding shard, from its
+        owner to the rest of the embedding op's group."""
+        ops, transfers, plan = self.program.ops, self.program.transfers, self.plan
+        static = np.isin(ops["opcode"], (isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER))
+        set_off = np.where(static, ops["t_off"], 0).astype(np.int64)
+        set_cnt = np.where(static, ops["t_cnt"], 0).astype(np.int64)
+        embed_groups = {int(g) for g in ops["aux"][ops["opcode"] == isa.EMBED]}
+        if len(embed_groups) > 1:
+            raise WorkbenchError(f"the program embeds into {len(embed_groups)} tile groups; the machine supports one")
+        extra: list[tuple[int, int, int]] = []
+        offs, cnts = [], []
+        if embed_groups:
+            group = [int(t) for t in self._groups[embed_groups.pop()] if t >= 0]
+            nbytes = self.config.dim * 4
+            for owner in self._embed_tab[:, 0]:
+                pairs = [(int(owner), t, nbytes) for t in group if t != owner]
+                offs.append(len(transfers) + len(extra))
+                cnts.append(len(pairs))
+                extra += pairs
+        table = np.concatenate([transfers.reshape(-1, 3), np.array(extra, np.int64).reshape(-1, 3)])
+        self._embed_set = len(ops)
+        self._cset, self._clinks, self._ctiles = ex.comm_tables(
+            np.concatenate([set_off, np.array(offs, np.int64)]), np.concatenate([set_cnt, np.array(cnts, np.int64)]),
+            np.ascontiguousarray(table, dtype=np.int64), self._geometry, self._hops, plan.n_tiles)
 
     def reset(self) -> None:
         """Empty KV cache, zero counters, position 0."""
@@ -205,6 +233,7 @@ class Machine:
                   ex.S_NUSED, ex.S_NUMERIC, ex.S_EOUT0, ex.S_H10]] = [
             B, int(int8), cfg.n_heads // cfg.n_kv_heads, hd, cfg.dim, cfg.hidden_dim, cfg.vocab_size, cfg.n_experts,
             cfg.n_experts_used, int(num), self.program.buffer_names.index("eout.0"), self.program.buffer_names.index("h1.0")]
+        self._st[ex.S_EMBED_SET] = self._embed_set
         self._fs = np.zeros(ex.N_FS, np.float64)
         self._fs[ex.FS_EPS] = cfg.norm_eps
         self._fs[ex.FS_TEMP] = self.temperature
@@ -221,6 +250,8 @@ class Machine:
         self._pass_prefill = False
         self._pass_start_cycles = 0.0
         self._pass_start_pj = 0.0
+        self._now: tuple[float, float] | None = None  # (cycles, total pJ) of the counters as they are, when known
+        self._bind()
 
     def set_prompt(self, ids: list[int]) -> None:
         """Start over with this prompt (ids, BOS included)."""
@@ -261,26 +292,30 @@ class Machine:
         self._st[ex.S_NCOL] = self._pass_cols
         self.pc = 0
         self.in_pass = True
-        self._pass_start_cycles = self.counters.cycles
-        self._pass_start_pj = sum(self._energy().values())
+        if self._now is None:  # only after a prefill chunk: the end of a token step already measured it
+            self._now = self._measure(self.counters.cycles)
+        self._pass_start_cycles, self._pass_start_pj = self._now
+        self._now = None
 
-    def _energy(self) -> dict[str, float]:
-        from ..counters import energy
+    def _measure(self, cycles: float) -> tuple[float, float]:
+        """(cycles, total pJ) of the counters as they are; ``cycles`` is counters.cycles."""
+        return cycles, sum(energy(self.chip, self.counters, cycles / (self.chip.clock_ghz * 1e9)).values())
 
-        return energy(self.chip, self.counters, self.counters.cycles / (self.chip.clock_ghz * 1e9))
+    def _bind(self) -> None:
+        """The executor's arguments after ``pc, stop``, gathered once per reset (the arrays are updated in place)."""
+        s, c = self.state, self.counters
+        self._args = (self._ops, self._cset, self._clinks, self._ctiles, self._st, self._fs, self.params, FMT_PREC,
+                      self.store, self._wi8, self._wf32, self._wu16, _F16, _BF16,
+                      s.act, s.xq, s.xd, s.parts, s.kq, s.kd, s.vq, s.vd, s.kf, s.vf,
+                      s.tokens, s.out_tokens, s.col_seq, s.col_pos, s.sel, s.selw, s.rng, self._cos, self._sin,
+                      self.plan.kv_home, self.plan.kv_capacity, self._groups, self._expert_tiles, self._embed_tab,
+                      self._geometry, self._pathbuf, self._hops,
+                      c.tile_macs, c.tile_vec, c.sram_rd, c.sram_wr, c.off_rd, c.off_wr, c.link_bytes, c.link_busy,
+                      c.kind_bytes, c.hop_bytes, c.sent, c.recv, c.op_cycles, c.op_count, c.clock, c.busy,
+                      *self._scratch, self._colmask, self._wv, self._acc)
 
     def _run(self, stop: int) -> None:
-        s, c = self.state, self.counters
-        sc = self._scratch
-        self.pc = ex.run(self.pc, stop, self._ops, self.program.transfers, self._st, self._fs, self.params, FMT_PREC,
-                         self.store, self._wi8, self._wf32, self._wu16, _F16, _BF16,
-                         s.act, s.xq, s.xd, s.parts, s.kq, s.kd, s.vq, s.vd, s.kf, s.vf,
-                         s.tokens, s.out_tokens, s.col_seq, s.col_pos, s.sel, s.selw, s.rng, self._cos, self._sin,
-                         self.plan.kv_home, self.plan.kv_capacity, self._groups, self._expert_tiles, self._embed_tab,
-                         self._geometry, self._pathbuf, self._hops,
-                         c.tile_macs, c.tile_vec, c.sram_rd, c.sram_wr, c.off_rd, c.off_wr, c.link_bytes, c.link_busy,
-                         c.kind_bytes, c.hop_bytes, c.sent, c.recv, c.op_cycles, c.op_count, c.clock, c.busy,
-                         sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], self._colmask, self._wv, self._acc)
+        self.pc = ex.run(self.pc, stop, *self._args)
         if self._st[ex.S_FAULT]:
             self._raise_fault()
 
@@ -295,19 +330,22 @@ class Machine:
     def _end_pass(self) -> list[int] | None:
         self.in_pass = False
         c = self.counters
-        c.clock[:] = c.clock.max()  # the next step needs this step's token: a barrier
+        cycles = c.cycles
+        c.clock.fill(cycles)  # the next step needs this step's token: a barrier
         self.pos += self._pass_advance
         if self.pending:
             return None
-        toks = [int(t) for t in self.state.out_tokens[: self.options.batch]]
+        toks = self.state.out_tokens[: self.options.batch].tolist()
         self.last_tokens[:] = toks
         for b, t in enumerate(toks):
             self.generated[b].append(t)
-        seconds = (c.cycles - self._pass_start_cycles) / (self.chip.clock_ghz * 1e9)
-        joules = (sum(self._energy().values()) - self._pass_start_pj) * 1e-12
+        hz = self.chip.clock_ghz * 1e9
+        self._now = self._measure(cycles)
+        joules = (self._now[1] - self._pass_start_pj) * 1e-12
         if self.ttft_s is None:
-            self.ttft_s = c.cycles / (self.chip.clock_ghz * 1e9)
-        self.history.append(StepRecord(toks, c.cycles - self._pass_start_cycles, seconds, joules, self._pass_prefill))
+            self.ttft_s = cycles / hz
+        self.history.append(StepRecord(toks, cycles - self._pass_start_cycles, (cycles - self._pass_start_cycles) / hz,
+                                       joules, self._pass_prefill))
         return toks
 
     def step_op(self) -> list[int] | None:
