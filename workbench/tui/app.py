@@ -75,6 +75,8 @@ class WorkbenchApp(App):
         self.renders = 0  # pane refreshes done, for tests and the benchmark
         self._timer = None
         self._timer_hz = 0.0
+        self._panes: list[Pane] = []
+        self._status_w: Lines | None = None
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self):
@@ -165,7 +167,9 @@ class WorkbenchApp(App):
         maxed = self.main.maximized
         if isinstance(maxed, Pane):
             return [maxed]
-        return [p for p in self.main.query(Pane) if p.display]
+        if not self._panes:
+            self._panes = list(self.main.query(Pane))
+        return [p for p in self._panes if p.display]
 
     def _render_frame(self, force: bool = False) -> None:
         frame = self.driver.latest
@@ -190,7 +194,9 @@ class WorkbenchApp(App):
             row += [(" │ ", ""), (f" note: {frame.note} ", "reverse"), (" (space)", "")]
         elif frame.status:
             row.append((f" │ {frame.status}", ""))
-        self.main.query_one("#status", Lines).set_rows([row])
+        if self._status_w is None:
+            self._status_w = self.main.query_one("#status", Lines)
+        self._status_w.set_rows([row])
 
     # -- commands ---------------------------------------------------------------------------------
     def action_cmd(self, name: str) -> None:

@@ -131,8 +131,8 @@ class MeshPane(Pane):
             if i + 1 < br:  # south link, north link of the tile below, gap
                 codes = np.stack([lv[i, :, 2], lv[i + 1, :, 0], np.full(bc, DIM), np.full(bc, DIM)], axis=1)
                 out.append(grid_row(text_b, codes.ravel(), PALETTE))
-        self.query_one("#mesh-grid", Lines).set_rows(out)
-        text = self.query_one("#mesh-text", Lines)
+        self.part("#mesh-grid", Lines).set_rows(out)
+        text = self.part("#mesh-text", Lines)
         text.set_rows(self._text(frame, c, wrap_bytes))
 
     def _text(self, frame, c, wrap: float) -> list:

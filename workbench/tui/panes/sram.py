@@ -122,8 +122,8 @@ class SramPane(Pane):
         if plan is not self.plan:
             self.plan = plan
             self.selected = min(self.selected, plan.n_tiles - 1)
-        grid = self.query_one(SramGrid)
-        detail = self.query_one("#sram-detail", Lines)
+        grid = self.part(SramGrid)
+        detail = self.part("#sram-detail", Lines)
         cls = class_bytes(frame)
         # the grid depends on placement and KV fill only, not on the counters that change every token
         key = (id(plan), frame.pos, self.selected, self.view, self.size)  # self.plan keeps that id alive
@@ -137,7 +137,7 @@ class SramPane(Pane):
         cap = float(plan.sram_capacity())
         width = self.size.width or 80
         beside = width >= 72
-        self.query_one(".pane-row").styles.layout = "horizontal" if beside else "vertical"
+        self.part(".pane-row").styles.layout = "horizontal" if beside else "vertical"
         avail_w = max(10, width - (36 if beside else 3))
         avail_h = max(4, (self.size.height or 20) - 2 - HEADER_LINES)
         cw = 7 if cols * 7 <= avail_w else 5
