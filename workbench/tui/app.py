@@ -27,7 +27,7 @@ from .panes.base import Lines, Pane
 from .session_io import save_session
 
 REFRESH_HZ = 15        # pane refreshes a second at most: more only takes the GIL from the machine thread
-RUNNING_HZ = 10        # while running: each refresh costs ~15-25 ms of UI-thread CPU that the machine thread loses
+RUNNING_HZ = 10        # while running: each refresh costs ~10-15 ms of UI-thread CPU (at 200x60) the machine may lose
 SWITCH_INTERVAL_S = 0.0005
 WIDE_MIN = (150, 40)  # columns, rows from which all panes show at once
 PANE_IDS = ("sram", "kv", "mesh", "energy", "perf", "output", "program")

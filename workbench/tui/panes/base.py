@@ -48,7 +48,7 @@ class Pane(VerticalScroll):
 
 
 def row_width(row) -> int:
-    return sum(cell_len(t) for t, _ in row)
+    return sum(len(t) if t.isascii() else cell_len(t) for t, _ in row)
 
 
 def wrap(row, width: int) -> list[tuple[Run, ...]]:
@@ -202,6 +202,7 @@ class Lines(Widget):
         self._layout_pending = False
         self._wrapped: dict = {}
         self._wrapped_width = -1
+        self._row_widths: dict = {}
 
     @property
     def plain(self) -> str:
@@ -237,7 +238,14 @@ class Lines(Widget):
         self._rows_width = self.size.width
         rows = self._laid_out(self._rows_width)
         auto_width = self.styles.width is not None and self.styles.width.is_auto
-        width = max((row_width(r) for r in rows), default=1) if auto_width else self._content_width
+        if auto_width:  # rows repeat from one refresh to the next: measure only the new ones
+            known, widths = self._row_widths, {}
+            for r in rows:
+                widths[r] = known[r] if r in known else row_width(r)
+            self._row_widths = widths
+            width = max(widths.values(), default=1)
+        else:
+            width = self._content_width
         changed = [y for y, r in enumerate(rows) if y >= len(old) or old[y] != r]
         self._rows = rows
         layout = self._height_stale() or (auto_width and width != self._content_width)

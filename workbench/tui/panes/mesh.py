@@ -83,6 +83,8 @@ class MeshPane(Pane):
         super().__init__(**kw)
         self.cumulative = False
         self._frame = None
+        self._grid_key = None
+        self._wrap_bytes = 0.0
 
     def compose(self):
         yield Lines(id="mesh-grid")
@@ -110,7 +112,14 @@ class MeshPane(Pane):
         b = 1
         while math.ceil(cols / b) * CELL_W > avail_w or math.ceil(rows / b) * 2 > avail_h:
             b += 1
+        # per-token traffic repeats from token to token: the grid is redrawn only when the bytes differ
+        key = (c.link_bytes.tobytes(), rows, cols, topo.kind, b, what)
+        if key == self._grid_key:
+            self.part("#mesh-text", Lines).set_rows(self._text(frame, c, self._wrap_bytes))
+            return
+        self._grid_key = key
         cross, intra, wrap_bytes = block_links(c.link_bytes, rows, cols, topo.kind, b)
+        self._wrap_bytes = wrap_bytes
         top = float(cross.max()) if cross.size else 0.0
         top_tile = float(intra.max()) if intra.size else 0.0
         head = f"{rows}×{cols} {topo.kind}, {what} (g toggles)"

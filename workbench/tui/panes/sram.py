@@ -147,13 +147,11 @@ class SramPane(Pane):
         grid.block, grid.cell_w = b, cw
         br, bc = math.ceil(rows / b), math.ceil(cols / b)
         # (br, bc, class) mean bytes per tile over each block
-        blk = np.zeros((br, bc, len(CLASSES)))
-        count = np.zeros((br, bc))
         r_of, c_of = np.divmod(np.arange(rows * cols), cols)
-        for k, name in enumerate(CLASSES):
-            np.add.at(blk[:, :, k], (r_of // b, c_of // b), cls[name])
-        np.add.at(count, (r_of // b, c_of // b), 1)
-        blk /= np.maximum(count, 1)[:, :, None] * cap
+        block = (r_of // b) * bc + c_of // b
+        count = np.bincount(block, minlength=br * bc)
+        blk = np.stack([np.bincount(block, weights=cls[name], minlength=br * bc) for name in CLASSES], axis=1)
+        blk = (blk / (np.maximum(count, 1)[:, None] * cap)).reshape(br, bc, len(CLASSES))
         sel_r, sel_c = divmod(self.selected, cols)
         sel_b = (sel_r // b, sel_c // b)
         head = f"{rows}×{cols} tiles × {nbytes(cap)}"
