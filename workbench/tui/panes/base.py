@@ -203,6 +203,7 @@ class Lines(Widget):
         self._wrapped: dict = {}
         self._wrapped_width = -1
         self._row_widths: dict = {}
+        self._checked = False
 
     @property
     def plain(self) -> str:
@@ -286,14 +287,17 @@ class Lines(Widget):
         width = self.size.width
         if self._paint.rebase(base_style(self)) or width != self._width:
             self._width, self._strips = width, {}
+        self._checked = False
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         width = self._width
-        self._relayout(width)
-        if not self._layout_pending and self._height_stale():  # e.g. a scrollbar came or went since layout
-            self._layout_pending = True
-            self.call_after_refresh(self.refresh, layout=True)
+        if not self._checked:  # once per render that draws a line, not once per line
+            self._checked = True
+            self._relayout(width)
+            if not self._layout_pending and self._height_stale():  # e.g. a scrollbar came or went since layout
+                self._layout_pending = True
+                self.call_after_refresh(self.refresh, layout=True)
         strip = self._strips.get(y)
         if strip is None:
             strip = self._paint.strip(self._rows[y], width) if y < len(self._rows) else self._paint.blank(width)
