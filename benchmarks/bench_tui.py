@@ -10,7 +10,8 @@ process with one app open at 200x60 with all seven panes visible (headless Textu
 H the bare machine (step_token in a loop, in a thread) while the app is paused with its refresh timer stopped;
 D the app's machine thread running, refresh timer stopped (what the machine thread itself adds per token);
 T the app running with every pane refreshing at its own rate. Each segment starts from the prompt, so all do the
-same work, and the three segments of a cycle see the same load on the (shared) machine; the ratio of a cycle is T / H, and the median over cycles is printed.
+same work, and the three segments of a cycle see the same load on the (shared) machine; the ratio of a cycle is
+T / H, and the median over cycles is printed.
 
 A refresh is timed as UI-thread CPU (time.thread_time: building the panes + Textual compositing the dirty lines;
 what competes with the machine thread for the GIL and the cores) from a forced redraw with new data (the frame of
@@ -58,7 +59,7 @@ class TerminalEncoding:
     def __init__(self, app) -> None:
         self.app, self.seconds = app, []
 
-    def __enter__(self) -> "TerminalEncoding":
+    def __enter__(self):
         from textual._compositor import Compositor
 
         self._orig = orig = Compositor.render_update
@@ -254,7 +255,8 @@ def main() -> None:
         print(f"while running: {med(c['T']['hz'] for c in cycles):.1f} pane refreshes/s, UI thread "
               f"{100 * med(c['T']['ui_cpu'] for c in cycles):.0f}% of a core (idle app during headless segments: "
               f"{100 * med(c['H']['ui_cpu'] for c in cycles):.1f}%); pause took "
-              f"{med(c['T']['pause_ms'] for c in cycles):.0f} ms median (max {max(c['T']['pause_ms'] for c in cycles):.0f} ms)")
+              f"{med(c['T']['pause_ms'] for c in cycles):.0f} ms median "
+              f"(max {max(c['T']['pause_ms'] for c in cycles):.0f} ms)")
 
 
 def paired_runs_sync(opts: BenchOptions, seconds: float, cycles: int) -> list[dict]:
