@@ -330,3 +330,67 @@ def test_flow_wraps_words_and_reflows_from_the_last_row():
     head, starts = flow_spans(texts[:350], 40)
     tail, _ = flow_spans(texts, 40, starts[-1])
     assert head[:-1] + tail == full
+
+
+def test_driver_frame_aggregates_match_history(long_bench):
+    import statistics
+
+    from workbench.tui.driver import Driver
+
+    d = Driver(long_bench)
+    m = long_bench.machine
+    d._execute("generate", 5)
+    before = m.counters.copy()
+    d._execute("generate", 1)
+    d.publish(force=True)
+    f = d.latest
+    decode = [h for h in m.history if not h.prefill]
+    assert f.decode_count == len(decode) == 5
+    assert f.decode_joules == pytest.approx(sum(h.joules for h in decode))
+    assert f.decode_median_s == statistics.median(h.seconds for h in decode)
+    assert len(f.pieces) == len(m.generated[0]) == 6
+    # "last" is exactly the counters of the last token
+    assert (f.last.link_bytes == m.counters.link_bytes - before.link_bytes).all()
+    assert (f.last.tile_macs == m.counters.tile_macs - before.tile_macs).all()
+    epoch = f.epoch
+    d._execute("reset", None)
+    d.publish(force=True)
+    assert d.latest.epoch != epoch and d.latest.decode_count == 0 and d.latest.pieces == ()
+
+
+def test_output_view_appends_restyles_and_jumps_half_a_view():
+    from textual.app import App
+
+    from workbench.tui.panes.base import flow_spans
+
+    class Host(App):
+        def compose(self):
+            yield ScrollLines(id="v")
+
+    words = [f"w{i} " for i in range(400)]
+
+    async def go():
+        app = Host()
+        async with app.run_test(size=(40, 10)) as pilot:
+            v = app.query_one(ScrollLines)
+            v.set_runs([(w, "dim") for w in words[:50]], follow=True)
+            await pilot.pause()
+            view_h, width = v.scrollable_content_region.height, v.scrollable_content_region.width
+            for k in range(50, 400, 37):  # appended a little at a time, an early run recoloured each time
+                v.append_runs([(w, "kv") for w in words[k:k + 37]], {k // 37: "warn"}, follow=True)
+                await pilot.pause()
+                n_rows = len(v._spans)
+                # the virtual height grows in steps of half a view and the view is at its end
+                if n_rows > view_h:
+                    assert (v.virtual_size.height - view_h) % max(1, view_h // 2) == 0
+                    assert 0 <= v.virtual_size.height - n_rows < max(1, view_h // 2)
+                assert v.scroll_y == v.max_scroll_y
+            spans, _ = flow_spans(words, width)
+            assert v._spans == spans  # incremental flow == flowing everything at once
+            assert v.plain == "\n".join("".join(words[i][a:b] for i, a, b in row) for row in spans)
+            assert v._run_styles[3] == "warn" and v._run_styles[60] == "kv" and v._run_styles[0] == "dim"
+            # what is drawn at the bottom of the view is the last row of text
+            last = len(v._spans) - 1 - int(v.scroll_offset.y)
+            assert "w399" in "".join(seg.text for seg in v.render_line(last))
+
+    asyncio.run(go())

@@ -27,7 +27,7 @@ from .panes.base import Lines, Pane
 from .session_io import save_session
 
 REFRESH_HZ = 15        # pane refreshes a second at most: more only takes the GIL from the machine thread
-RUNNING_HZ = 10        # while running: each refresh costs ~15-25 ms of UI-thread CPU that the machine thread loses
+RUNNING_HZ = 10        # while running: each refresh costs ~10-15 ms of UI-thread CPU (at 200x60) the machine may lose
 SWITCH_INTERVAL_S = 0.0005
 WIDE_MIN = (150, 40)  # columns, rows from which all panes show at once
 PANE_IDS = ("sram", "kv", "mesh", "energy", "perf", "output", "program")
@@ -75,6 +75,8 @@ class WorkbenchApp(App):
         self.renders = 0  # pane refreshes done, for tests and the benchmark
         self._timer = None
         self._timer_hz = 0.0
+        self._panes: list[Pane] = []
+        self._status_w: Lines | None = None
 
     # -- layout -----------------------------------------------------------------------------------
     def compose(self):
@@ -165,7 +167,9 @@ class WorkbenchApp(App):
         maxed = self.main.maximized
         if isinstance(maxed, Pane):
             return [maxed]
-        return [p for p in self.main.query(Pane) if p.display]
+        if not self._panes:
+            self._panes = list(self.main.query(Pane))
+        return [p for p in self._panes if p.display]
 
     def _render_frame(self, force: bool = False) -> None:
         frame = self.driver.latest
@@ -190,7 +194,9 @@ class WorkbenchApp(App):
             row += [(" │ ", ""), (f" note: {frame.note} ", "reverse"), (" (space)", "")]
         elif frame.status:
             row.append((f" │ {frame.status}", ""))
-        self.main.query_one("#status", Lines).set_rows([row])
+        if self._status_w is None:
+            self._status_w = self.main.query_one("#status", Lines)
+        self._status_w.set_rows([row])
 
     # -- commands ---------------------------------------------------------------------------------
     def action_cmd(self, name: str) -> None:

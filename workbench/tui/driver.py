@@ -9,6 +9,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from bisect import insort
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -20,6 +21,7 @@ from ..counters import Counters, Snapshot
 from ..errors import WorkbenchError
 
 FRAME_INTERVAL_S = 1 / 15     # at most 15 frames a second while running (the UI shows at most 15)
+RUN_SLICE_S = 0.02            # while running, the job queue is looked at between slices of tokens this long
 REF_STEPS_PER_FRAME = 16      # the f32 reference catches up a few tokens per frame so running stays fast
 
 
@@ -29,10 +31,14 @@ class Frame:
 
     last: counters of the current (or last completed) token only; history: StepRecords so far;
     pieces: decoded text of each generated token of sequence 0; ref_match: per generated token, True/False
-    when checked against the f32 reference's argmax, absent when not yet checked.
+    when checked against the f32 reference's argmax, absent when not yet checked. epoch changes when the
+    machine is rebuilt or reset (history, pieces and ref_match only grow within one epoch). decode_*: count,
+    summed joules and seconds, and median seconds of the decode steps in history (kept up to date incrementally,
+    so panes need not walk the whole history at every refresh).
     """
 
     version: int
+    epoch: int
     bench: Bench
     snapshot: Snapshot
     last: Counters
@@ -48,6 +54,38 @@ class Frame:
     running: bool
     note: str | None = None
     status: str = ""
+    decode_count: int = 0
+    decode_joules: float = 0.0
+    decode_seconds: float = 0.0
+    decode_median_s: float = 0.0
+
+
+class _Tally:
+    """Decode-step aggregates over a machine's history, extended by the records added since the last call."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.count = 0
+        self.joules = 0.0
+        self.seconds = 0.0
+        self.sorted_s: list[float] = []
+
+    def update(self, history: list) -> None:
+        if len(history) < self.seen:  # the history was cleared under us: start over
+            self.__init__()
+        for h in history[self.seen:]:
+            if not h.prefill:
+                self.count += 1
+                self.joules += h.joules
+                self.seconds += h.seconds
+                insort(self.sorted_s, h.seconds)
+        self.seen = len(history)
+
+    def median(self) -> float:
+        s, n = self.sorted_s, len(self.sorted_s)
+        if not n:
+            return 0.0
+        return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
 
 
 @dataclass
@@ -76,6 +114,7 @@ class Driver:
         self.match_reference = False
         self.latest: Frame | None = None
         self._version = 0
+        self._epoch = 0
         self._last_publish = 0.0
         self._run_tokens = 0
         self.status = ""
@@ -116,12 +155,10 @@ class Driver:
         self.publish(force=True)
         while not self.stopping.is_set():
             if self.running.is_set():
-                try:
-                    job = self.jobs.get_nowait()
-                except queue.Empty:
-                    self._guard(self._token, True)
+                if self.jobs.empty():
+                    self._guard(self._run_slice)
                     continue
-                self._guard(self._execute, *job)
+                self._guard(self._execute, *self.jobs.get_nowait())
                 continue
             self._finish_run()
             if not self.waiting_note.is_set() and self.jobs.empty() and self.script:
@@ -196,6 +233,15 @@ class Driver:
                 break
         return done
 
+    def _run_slice(self) -> None:
+        """Tokens for about RUN_SLICE_S, or until a pause (checked before every token) or a queued job."""
+        end = time.perf_counter() + RUN_SLICE_S
+        running, jobs = self.running, self.jobs
+        while True:
+            self._token(True)
+            if not running.is_set() or time.perf_counter() >= end or not jobs.empty():
+                return
+
     def _token(self, running: bool = False) -> list[int]:
         toks = self.bench.machine.step_token()
         if running:  # counted even when the pause arrived during this token: it was produced
@@ -235,6 +281,8 @@ class Driver:
             if tok else tuple(f"{i} " for i in m.prompt)
         self._pieces: list[str] = []
         self._ref: _RefState | None = None
+        self._tally = _Tally()
+        self._epoch += 1
         self._machine_id = id(m)
 
     def _piece(self, prev, token: int) -> str:
@@ -252,12 +300,17 @@ class Driver:
         self._last_complete = True
         if self._spill_step is None and m.pos > self._min_cap:
             self._spill_step = len(m.history)
+        if time.perf_counter() - self._last_publish >= FRAME_INTERVAL_S:
+            self.publish()
+
+    def _decode_new(self) -> None:
+        """Text of the tokens generated since the last frame."""
+        m = self.bench.machine
         gen = m.generated[0]
         while len(self._pieces) < len(gen):
             i = len(self._pieces)
             prev = gen[i - 1] if i else (m.prompt[-1] if m.prompt else None)
             self._pieces.append(self._piece(prev, gen[i]))
-        self.publish()
 
     def _reference_catch_up(self) -> tuple[bool, ...]:
         m = self.bench.machine
@@ -288,10 +341,14 @@ class Driver:
         last = self._mark.minus(self._prev_mark) if self._last_complete and not m.in_pass \
             else m.counters.minus(self._mark)
         match = self._reference_catch_up() if self.match_reference else ()
+        self._decode_new()
+        t = self._tally
+        t.update(m.history)
         self._version += 1
-        self.latest = Frame(self._version, self.bench, m.snapshot(), last, not m.in_pass, tuple(m.history), m.pos,
-                            m.pc, m.in_pass, self._prompt_pieces, tuple(self._pieces), match, self._spill_step,
-                            self.running.is_set(), self.note, self.status)
+        self.latest = Frame(self._version, self._epoch, self.bench, m.snapshot(), last, not m.in_pass,
+                            tuple(m.history), m.pos, m.pc, m.in_pass, self._prompt_pieces, tuple(self._pieces), match,
+                            self._spill_step, self.running.is_set(), self.note, self.status, t.count, t.joules,
+                            t.seconds, t.median())
 
     def options_with(self, name: str, value):
         return replace(self.bench.options, **{name: value})

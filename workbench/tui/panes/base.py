@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 
 import numpy as np
 from rich.cells import cell_len
@@ -34,12 +35,20 @@ class Pane(VerticalScroll):
     def on_mount(self) -> None:
         self.border_title = f"{self.KEY} {self.TITLE}" if self.KEY else self.TITLE
 
+    def part(self, selector, expect=None):
+        """query_one, remembered: panes look their children up at every refresh."""
+        parts = self.__dict__.setdefault("_parts", {})
+        w = parts.get(selector)
+        if w is None:
+            w = parts[selector] = self.query_one(selector) if expect is None else self.query_one(selector, expect)
+        return w
+
     def show(self, frame, ui) -> None:  # pragma: no cover - every pane overrides it
         raise NotImplementedError
 
 
 def row_width(row) -> int:
-    return sum(cell_len(t) for t, _ in row)
+    return sum(len(t) if t.isascii() else cell_len(t) for t, _ in row)
 
 
 def wrap(row, width: int) -> list[tuple[Run, ...]]:
@@ -121,6 +130,19 @@ def grid_row(text: str, level_ids: np.ndarray, palette) -> tuple[Run, ...]:
     return tuple((text[a:b], palette[int(level_ids[a])]) for a, b in zip(edges, edges[1:]))
 
 
+def base_style(widget: Widget) -> Style:
+    """The widget's rich_style, recomputed only when its or an ancestor's styles changed (rich_style walks every
+    ancestor and blends their colours: too slow to do for every widget at every refresh). Reads the
+    Textual-private ``Styles._cache_key`` (textual is pinned), which changes with any style update."""
+    key = tuple(node.styles._cache_key for node in widget.ancestors_with_self)
+    hit = widget.__dict__.get("_base_style")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    style = widget.rich_style
+    widget.__dict__["_base_style"] = (key, style)
+    return style
+
+
 class Paint:
     """Rows of runs to Strips: rich Styles resolved once per style name over the widget's base style."""
 
@@ -145,8 +167,12 @@ class Paint:
         return style
 
     def strip(self, row, width: int) -> Strip:
-        strip = Strip([Segment(t, self.style(s)) for t, s in row])
-        return strip.extend_cell_length(width, self.base).crop(0, width)
+        segments = [Segment(t, self.style(s)) for t, s in row]
+        n = sum(len(t) if t.isascii() else cell_len(t) for t, _ in row)
+        if n < width:  # pad to the width with the base style: one Strip, not three
+            segments.append(Segment(" " * (width - n), self.base))
+            return Strip(segments, width)
+        return Strip(segments, n).crop(0, width) if n > width else Strip(segments, n)
 
     def blank(self, width: int) -> Strip:
         return Strip([Segment(" " * width, self.base)])
@@ -174,6 +200,10 @@ class Lines(Widget):
         self._paint = Paint()
         self._width = -1
         self._layout_pending = False
+        self._wrapped: dict = {}
+        self._wrapped_width = -1
+        self._row_widths: dict = {}
+        self._checked = False
 
     @property
     def plain(self) -> str:
@@ -183,7 +213,17 @@ class Lines(Widget):
     def _laid_out(self, width: int) -> list[tuple[Run, ...]]:
         if not self.wrap or width <= 0:
             return self._logical
-        return [r for row in self._logical for r in wrap(row, width)]
+        # rows repeat from one refresh to the next: wrap only the new ones
+        cache = self._wrapped if self._wrapped_width == width else {}
+        fresh, out = {}, []
+        for row in self._logical:
+            w = cache.get(row)
+            if w is None:
+                w = wrap(row, width)
+            fresh[row] = w
+            out += w
+        self._wrapped, self._wrapped_width = fresh, width
+        return out
 
     def _relayout(self, width: int) -> None:
         if self.wrap and width != self._rows_width:
@@ -198,8 +238,15 @@ class Lines(Widget):
         old = self._rows
         self._rows_width = self.size.width
         rows = self._laid_out(self._rows_width)
-        width = max((row_width(r) for r in rows), default=1)
         auto_width = self.styles.width is not None and self.styles.width.is_auto
+        if auto_width:  # rows repeat from one refresh to the next: measure only the new ones
+            known, widths = self._row_widths, {}
+            for r in rows:
+                widths[r] = known[r] if r in known else row_width(r)
+            self._row_widths = widths
+            width = max(widths.values(), default=1)
+        else:
+            width = self._content_width
         changed = [y for y, r in enumerate(rows) if y >= len(old) or old[y] != r]
         self._rows = rows
         layout = self._height_stale() or (auto_width and width != self._content_width)
@@ -227,6 +274,7 @@ class Lines(Widget):
         return h is not None and h.is_auto and len(self._rows) != self.size.height
 
     def get_content_width(self, container, viewport) -> int:
+        self._content_width = max((row_width(r) for r in self._rows), default=1)
         return self._content_width
 
     def get_content_height(self, container, viewport, width: int) -> int:
@@ -237,16 +285,19 @@ class Lines(Widget):
     def render_lines(self, crop: Region) -> list[Strip]:
         # rich_style walks every ancestor and size recomputes regions: once per render, not once per line
         width = self.size.width
-        if self._paint.rebase(self.rich_style) or width != self._width:
+        if self._paint.rebase(base_style(self)) or width != self._width:
             self._width, self._strips = width, {}
+        self._checked = False
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         width = self._width
-        self._relayout(width)
-        if not self._layout_pending and self._height_stale():  # e.g. a scrollbar came or went since layout
-            self._layout_pending = True
-            self.call_after_refresh(self.refresh, layout=True)
+        if not self._checked:  # once per render that draws a line, not once per line
+            self._checked = True
+            self._relayout(width)
+            if not self._layout_pending and self._height_stale():  # e.g. a scrollbar came or went since layout
+                self._layout_pending = True
+                self.call_after_refresh(self.refresh, layout=True)
         strip = self._strips.get(y)
         if strip is None:
             strip = self._paint.strip(self._rows[y], width) if y < len(self._rows) else self._paint.blank(width)
@@ -256,7 +307,10 @@ class Lines(Widget):
 
 class ScrollLines(ScrollView):
     """Text that grows (the Output pane) in a scrolling view of fixed size: appending runs re-flows only from
-    the last row on, and growing changes only the view's virtual size, so the screen is not laid out again."""
+    the last row on, a restyled run repaints only its rows, and growing changes only the view's virtual size, so
+    the screen is not laid out again. The virtual height grows in steps of half a view: a view that follows the
+    end (while running) moves, and repaints whole with its scrollbar, once per half page rather than at every
+    new row; in between only the rows at the end repaint."""
 
     DEFAULT_CSS = "ScrollLines { height: 1fr; scrollbar-gutter: stable; }"
 
@@ -276,47 +330,88 @@ class ScrollLines(ScrollView):
     def plain(self) -> str:
         return "\n".join("".join(t for t, _ in spans_row(r, self._texts, self._run_styles)) for r in self._spans)
 
+    def _row_of(self, run: int, char: int) -> int:
+        return max(0, bisect_right(self._starts, (run, char)) - 1)
+
     def set_runs(self, runs, follow: bool = False) -> None:
+        """Show these runs; when they extend what is shown, only what changed is re-flowed and repainted."""
         texts = [t for t, _ in runs]
         styles = [s for _, s in runs]
         n_old = len(self._texts)
         width = self.scrollable_content_region.width
-        if texts == self._texts and styles == self._run_styles and width == self._flow_width:
+        if width == self._flow_width and texts == self._texts and styles == self._run_styles:
             return
-        restyled = styles[:n_old] != self._run_styles[:len(styles)]
         if width == self._flow_width and self._spans and len(texts) >= n_old and texts[:n_old] == self._texts:
-            keep = len(self._spans) - 1  # appended: the last row may take more words, the rest stand
-            spans, starts = flow_spans(texts, width, self._starts[keep])
-            self._spans, self._starts = self._spans[:keep] + spans, self._starts[:keep] + starts
-            dirty = 0 if restyled else keep
-        else:
-            self._spans, self._starts = flow_spans(texts, width) if width > 0 else ([], [(0, 0)])
-            dirty = 0
+            restyle = {i: s for i, (s, o) in enumerate(zip(styles, self._run_styles)) if s != o}
+            self.append_runs(runs[n_old:], restyle, follow)
+            return
+        self._spans, self._starts = flow_spans(texts, width) if width > 0 else ([], [(0, 0)])
         self._texts, self._run_styles, self._flow_width = texts, styles, width
-        for y in [y for y in self._strips if y >= dirty]:
-            del self._strips[y]
-        size = Size(width, len(self._spans))
+        self._strips.clear()
+        self._show_rows(None, follow)
+
+    def append_runs(self, runs, restyle: dict[int, str] | None = None, follow: bool = False) -> None:
+        """Add runs at the end and give runs already shown new styles (run index -> style): re-flows from the
+        last row on, and a restyled run dirties only the rows it is on (the flow does not depend on style)."""
+        restyle = restyle or {}
+        width = self.scrollable_content_region.width
+        if width != self._flow_width or not self._spans:
+            styles = [restyle.get(i, s) for i, s in enumerate(self._run_styles)]
+            self.set_runs([*zip(self._texts, styles), *runs], follow)
+            return
+        for i, s in restyle.items():
+            self._run_styles[i] = s
+        dirty = set()
+        if runs:
+            keep = len(self._spans) - 1  # the last row may take more words, the rows before it stand
+            self._texts += [t for t, _ in runs]
+            self._run_styles += [s for _, s in runs]
+            spans, starts = flow_spans(self._texts, width, self._starts[keep])
+            del self._spans[keep:], self._starts[keep:]
+            self._spans += spans
+            self._starts += starts
+            dirty.update(range(keep, len(self._spans)))
+        for i in restyle:
+            dirty.update(range(self._row_of(i, 0), self._row_of(i, max(0, len(self._texts[i]) - 1)) + 1))
+        for y in dirty:
+            self._strips.pop(y, None)
+        self._show_rows(dirty, follow)
+
+    def _show_rows(self, dirty: set[int] | None, follow: bool) -> None:
+        """Resize the virtual height (in half-view steps), follow the end if asked, repaint dirty rows in view."""
+        view_h = self.scrollable_content_region.height
+        n = len(self._spans)
+        step = max(1, view_h // 2)
+        virtual_h = n if n <= view_h else view_h + -(-(n - view_h) // step) * step
+        size = Size(self._flow_width, virtual_h)
         if size != self.virtual_size:
             # only the scrollbars follow; Textual-private, as its own Widget._size_updated does (pinned textual)
             self.set_reactive(Widget.virtual_size, size)
             self._scroll_update(size)
         if follow and self.scroll_y != self.max_scroll_y:
             self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)  # repaints the view
-        else:
-            top = int(self.scroll_offset.y)
-            if dirty < top + self.size.height:
-                y0 = max(dirty - top, 0)
-                self.refresh(Region(0, y0, self.size.width, self.size.height - y0))
+            return
+        top = int(self.scroll_offset.y)
+        rows = range(top, top + self.size.height)
+        vis = list(rows) if dirty is None else sorted(y for y in dirty if y in rows)
+        regions, start = [], None
+        for k, y in enumerate(vis):  # consecutive rows refresh as one region
+            if start is None:
+                start = y
+            if k + 1 == len(vis) or vis[k + 1] != y + 1:
+                regions.append(Region(0, start - top, self.size.width, y - start + 1))
+                start = None
+        if regions:
+            self.refresh(*regions)
 
-    def on_resize(self) -> None:
-        if self.scrollable_content_region.width != self._flow_width:
-            runs = list(zip(self._texts, self._run_styles))
-            self._texts, self._run_styles, self._flow_width = [], [], -1
-            self.set_runs(runs)
+    def on_resize(self) -> None:  # a new width re-flows; a new height changes the virtual height's step
+        runs = list(zip(self._texts, self._run_styles))
+        self._texts, self._run_styles, self._flow_width = [], [], -1
+        self.set_runs(runs)
 
     def render_lines(self, crop: Region) -> list[Strip]:
         width = self.size.width  # once per render (see Lines.render_lines)
-        if self._paint.rebase(self.rich_style) or width != self._width:
+        if self._paint.rebase(base_style(self)) or width != self._width:
             self._width, self._strips = width, {}
         self._top = int(self.scroll_offset.y)
         return super().render_lines(crop)

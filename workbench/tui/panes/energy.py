@@ -41,9 +41,9 @@ class EnergyPane(Pane):
                  for name, pj in cum_pj.items() if pj != 0 or last_pj.get(name, 0) != 0]
         hist = frame.history
         B = frame.bench.machine.options.batch
-        n_decode = sum(1 for h in hist if not h.prefill)
+        n_decode = frame.decode_count
         if n_decode:
-            j_tok = sum(h.joules for h in hist if not h.prefill) / (n_decode * B)
+            j_tok = frame.decode_joules / (n_decode * B)
             head = [(f"decode {si(j_tok, 'J')}/token · {1 / j_tok if j_tok else 0:,.0f} tokens/J", "")]
         elif hist:
             head = [(f"prefill {si(hist[0].joules, 'J')} (first token)", "")]
@@ -59,5 +59,4 @@ class EnergyPane(Pane):
                  (sparkline([h.joules / h.seconds if h.seconds else 0 for h in recent], width), "staging"))]
         rows += table_rows(("component", "last token" if frame.last_complete else "token so far", "since reset",
                             "share"), table)
-        out = self.query_one("#energy-text", Lines)
-        out.set_rows(rows)
+        self.part("#energy-text", Lines).set_rows(rows)

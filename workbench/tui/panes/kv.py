@@ -55,5 +55,5 @@ class KvPane(Pane):
                      ("░ free SRAM │ capacity · beyond SRAM (off-chip)", "dim")))
         rows.append(((f"capacity {int(plan.kv_capacity.min())}–{int(plan.kv_capacity.max())} tokens/seq/head in SRAM",
                       ""),))
-        out = self.query_one("#kv-text", Lines)
+        out = self.part("#kv-text", Lines)
         out.set_rows(rows)

@@ -83,6 +83,8 @@ class MeshPane(Pane):
         super().__init__(**kw)
         self.cumulative = False
         self._frame = None
+        self._grid_key = None
+        self._wrap_bytes = 0.0
 
     def compose(self):
         yield Lines(id="mesh-grid")
@@ -110,7 +112,14 @@ class MeshPane(Pane):
         b = 1
         while math.ceil(cols / b) * CELL_W > avail_w or math.ceil(rows / b) * 2 > avail_h:
             b += 1
+        # per-token traffic repeats from token to token: the grid is redrawn only when the bytes differ
+        key = (c.link_bytes.tobytes(), rows, cols, topo.kind, b, what)
+        if key == self._grid_key:
+            self.part("#mesh-text", Lines).set_rows(self._text(frame, c, self._wrap_bytes))
+            return
+        self._grid_key = key
         cross, intra, wrap_bytes = block_links(c.link_bytes, rows, cols, topo.kind, b)
+        self._wrap_bytes = wrap_bytes
         top = float(cross.max()) if cross.size else 0.0
         top_tile = float(intra.max()) if intra.size else 0.0
         head = f"{rows}×{cols} {topo.kind}, {what} (g toggles)"
@@ -131,8 +140,8 @@ class MeshPane(Pane):
             if i + 1 < br:  # south link, north link of the tile below, gap
                 codes = np.stack([lv[i, :, 2], lv[i + 1, :, 0], np.full(bc, DIM), np.full(bc, DIM)], axis=1)
                 out.append(grid_row(text_b, codes.ravel(), PALETTE))
-        self.query_one("#mesh-grid", Lines).set_rows(out)
-        text = self.query_one("#mesh-text", Lines)
+        self.part("#mesh-grid", Lines).set_rows(out)
+        text = self.part("#mesh-text", Lines)
         text.set_rows(self._text(frame, c, wrap_bytes))
 
     def _text(self, frame, c, wrap: float) -> list:

@@ -41,13 +41,21 @@ class PerfPane(Pane):
         chip = frame.bench.chip
         B = m.options.batch
         hist = frame.history
-        decode = [h.seconds for h in hist if not h.prefill]
+        width = max(10, (self.size.width or 60) - 12)
+        # the last `width` decode steps are all the sparkline shows: walk back only that far
+        decode = []
+        for h in reversed(hist):
+            if not h.prefill:
+                decode.append(h.seconds)
+                if len(decode) == width:
+                    break
+        decode.reverse()
         ttft = m.ttft_s if hist else None
         first = [("TTFT ", "dim"), (si(ttft, "s") if ttft else "—", "")]
         rows = []
         if decode:
             last_s = decode[-1]
-            mean_s = sum(decode) / len(decode)
+            mean_s = frame.decode_seconds / frame.decode_count
             first.append((f"   decode {si(last_s, 's')}/token (mean {si(mean_s, 's')})", ""))
             rows += [tuple(first),
                      ((f"{1 / last_s:,.1f} tok/s per user · {B / last_s:,.1f} tok/s aggregate (batch {B})", ""),)]
@@ -78,7 +86,6 @@ class PerfPane(Pane):
                                                   for i in order if c.op_cycles[i]), "dim"),))
         rows.append(((f"MACs {macs:,.0f} · SRAM {nbytes(c.sram_rd.sum() + c.sram_wr.sum())} · "
                       f"off-chip {nbytes(streamed)}", ""),))
-        width = max(10, (self.size.width or 60) - 12)
-        rows.append((("ms/token ", "dim"), (sparkline(decode[-width:], width), "kv")))
-        out = self.query_one("#perf-text", Lines)
+        rows.append((("ms/token ", "dim"), (sparkline(decode, width), "kv")))
+        out = self.part("#perf-text", Lines)
         out.set_rows(rows)

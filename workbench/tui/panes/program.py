@@ -9,7 +9,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.containers import Vertical
 
-from .base import Lines, Pane
+from .base import Lines, Pane, base_style
 
 WINDOW = 256  # disassemble lazily, this many ops at a time
 
@@ -42,7 +42,7 @@ class Disassembly(ScrollView):
         return self._cache[w][i - w * WINDOW]
 
     def render_line(self, y: int) -> Strip:
-        base = self.rich_style
+        base = base_style(self)
         width = self.size.width
         i = y + int(self.scroll_offset.y)
         if self.program is None or i >= len(self.program.ops):
@@ -71,7 +71,7 @@ class ProgramPane(Pane):
             where = f"next op {frame.pc} of {n} (layer {layer})" if layer >= 0 else f"next op {frame.pc} of {n}"
         else:
             where = f"{n} ops per pass · between tokens"
-        head = self.query_one("#program-head", Lines)
+        head = self.part("#program-head", Lines)
         line = f"{where} · {plan.mapping} mapping, {len(plan.groups)} group(s) · l = step layer, o = step op"
         head.set_rows([((line, ""),)])
-        self.query_one(Disassembly).set_program(program, frame.pc if frame.in_pass else -1, follow=True)
+        self.part(Disassembly).set_program(program, frame.pc if frame.in_pass else -1, follow=True)

@@ -122,8 +122,8 @@ class SramPane(Pane):
         if plan is not self.plan:
             self.plan = plan
             self.selected = min(self.selected, plan.n_tiles - 1)
-        grid = self.query_one(SramGrid)
-        detail = self.query_one("#sram-detail", Lines)
+        grid = self.part(SramGrid)
+        detail = self.part("#sram-detail", Lines)
         cls = class_bytes(frame)
         # the grid depends on placement and KV fill only, not on the counters that change every token
         key = (id(plan), frame.pos, self.selected, self.view, self.size)  # self.plan keeps that id alive
@@ -137,7 +137,7 @@ class SramPane(Pane):
         cap = float(plan.sram_capacity())
         width = self.size.width or 80
         beside = width >= 72
-        self.query_one(".pane-row").styles.layout = "horizontal" if beside else "vertical"
+        self.part(".pane-row").styles.layout = "horizontal" if beside else "vertical"
         avail_w = max(10, width - (36 if beside else 3))
         avail_h = max(4, (self.size.height or 20) - 2 - HEADER_LINES)
         cw = 7 if cols * 7 <= avail_w else 5
@@ -147,13 +147,11 @@ class SramPane(Pane):
         grid.block, grid.cell_w = b, cw
         br, bc = math.ceil(rows / b), math.ceil(cols / b)
         # (br, bc, class) mean bytes per tile over each block
-        blk = np.zeros((br, bc, len(CLASSES)))
-        count = np.zeros((br, bc))
         r_of, c_of = np.divmod(np.arange(rows * cols), cols)
-        for k, name in enumerate(CLASSES):
-            np.add.at(blk[:, :, k], (r_of // b, c_of // b), cls[name])
-        np.add.at(count, (r_of // b, c_of // b), 1)
-        blk /= np.maximum(count, 1)[:, :, None] * cap
+        block = (r_of // b) * bc + c_of // b
+        count = np.bincount(block, minlength=br * bc)
+        blk = np.stack([np.bincount(block, weights=cls[name], minlength=br * bc) for name in CLASSES], axis=1)
+        blk = (blk / (np.maximum(count, 1)[:, None] * cap)).reshape(br, bc, len(CLASSES))
         sel_r, sel_c = divmod(self.selected, cols)
         sel_b = (sel_r // b, sel_c // b)
         head = f"{rows}×{cols} tiles × {nbytes(cap)}"
