@@ -18,8 +18,9 @@ from workbench.machine.machine import Machine
 from workbench.model.config import ModelConfig
 from workbench.model.load import random_model
 from workbench.model.specs import load_spec
-from workbench.projection import project
 from workbench.projection import collectives as cc
+from workbench.projection import project
+from workbench.projection.segments import prompt_tokens, spread_tokens
 
 # Projection and numeric emulation of toy models agree within 2% on time, energy and TTFT (issue 7). Inputs
 # are spread over the vocabulary on both sides: the projection assumes no particular tokens (an embedding row's
@@ -37,17 +38,13 @@ def toy_models():
     return {"toy": random_model(TOY, seed=3), "tinytales": load_model(TINYTALES)}
 
 
-def _spread(n, vocab):
-    return [(i * vocab) // n for i in range(n)]
-
-
-def _emulate(chip, model, batch=1):
-    opts = CompileOptions(precision="int8", mapping="tensor", batch=batch, context=PROMPT + GEN + 1,
-                          prefill_chunk=PROMPT)
+def _emulate(chip, model, batch=1, prompt=PROMPT, chunk=PROMPT):
+    opts = CompileOptions(precision="int8", mapping="tensor", batch=batch, context=prompt + GEN + 1,
+                          prefill_chunk=chunk)
     m = Machine(chip, model, opts)
-    m.set_prompt(_spread(PROMPT, model.config.vocab_size))
+    m.set_prompt(prompt_tokens(prompt, m.options.prefill_chunk, model.config.vocab_size))
     m.feed(0)
-    for t in _spread(GEN, model.config.vocab_size):
+    for t in spread_tokens(GEN, model.config.vocab_size):
         m.feed(t)
     dec = [h for h in m.history if not h.prefill]
     assert len(dec) == GEN
@@ -84,11 +81,20 @@ def test_stories260k_agrees_with_emulation(stories260k):
     assert p.ttft_s == pytest.approx(ttft, rel=AGREE)
 
 
+@pytest.mark.parametrize("name", ["teaching-4x4", "nvidia-h100-sxm", "groq-lpu", "amd-mi300x"])
+def test_ttft_of_many_prefill_passes(name, toy_models):
+    """50 prompt tokens in passes of 8: the passes between the first and the last whole one are interpolated."""
+    chip, model = load_chip(name), toy_models["tinytales"]
+    ttft, _, _ = _emulate(chip, model, prompt=50, chunk=8)
+    p = project(chip, model.config, prompt_len=50, gen_len=GEN, chips=1, prefill_chunk=8)
+    assert p.ttft_s == pytest.approx(ttft, rel=AGREE)
+
+
 def test_kv_routes_replay_the_compilers_attention_sends():
     """kvroutes.send_pairs gives the transfers the compiler emits for every layer's three attention SENDs."""
+    from workbench.compiler import emit_program
     from workbench.machine import isa
     from workbench.machine.machine import layout_offsets
-    from workbench.compiler import emit_program
     from workbench.projection.kvroutes import send_pairs
 
     cfg = replace(TOY, n_layers=6)

@@ -2,8 +2,9 @@
 
 The compiler keeps, per tile, the longest prefix of its shards (in layer order) resident and streams the
 rest through one staging buffer; since decoder layers are identical, :func:`place` replays that rule for
-every tile at once with numpy for the full depth, and :func:`reduced_plan` builds the two-layer Plan
-(layer 0 resident, layer 1 streamed) whose shape-only run gives the cost of each kind of layer.
+every tile at once with numpy for the full depth; :func:`layer_classes` groups the layers by which shards
+stay resident and :func:`reduced_plan` builds the Plan with one layer per class, whose shape-only run gives
+the cost of each kind of layer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..compiler import ACT_BYTES, KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
+from ..compiler import KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
 from ..machine.tensors import tensor_table
 from ..machine.topology import Topology, build
 from ..model.config import ModelConfig
@@ -100,9 +101,15 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
     """Replay compiler._place for ``n_layers`` identical layers of ``config1`` on ``chip``.
 
     ``act_cols``: columns of activations to hold (0 = batch x prefill_chunk, as the compiler does)."""
-    cap = int(chip.sram_bytes_per_tile)
-    T = chip.n_tiles
-    group, slots, tail0 = layer_slots(T, replace(config1, n_layers=1, name=""), options.precision)
+    return _place(int(chip.sram_bytes_per_tile), chip.n_tiles, bool(chip.has_offchip), replace(config1, name=""),
+                  n_layers, options, act_cols, embed, output)
+
+
+@lru_cache(maxsize=256)
+def _place(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
+           act_cols: int, embed: bool, output: bool) -> Placement:
+    """place(), keyed by everything of the chip it reads (arrays returned read-only)."""
+    group, slots, tail0 = layer_slots(T, replace(config1, n_layers=1), options.precision)
     G = len(group)
     gidx = np.asarray(group, np.int64)
     cols = act_cols or options.batch * max(1, options.prefill_chunk)
@@ -148,7 +155,7 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
     kv_cap = cap_tok[homes].reshape(n_layers, H).mean(axis=0) if n_layers else np.full(H, float(options.context))
 
     ok = True
-    if not chip.has_offchip:
+    if not has_offchip:
         if streamed_any:
             ok, why = False, why or "weights overflow SRAM and the chip has no off-chip memory"
         elif kv_cap.min() < options.context:
@@ -157,9 +164,12 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
             ok = False
     elif not ok_staging:
         why = why or "a tile cannot hold the staging buffer of a streamed shard"
-    return Placement(n_layers, resident, tail_resident, weight, staging, act, kv_bytes.astype(np.int64), kv_cap,
-                     total_weights, int(kv_want.sum()), ok, why, masks, tail_mask,
-                     (np.arange(n_layers) * H) % G)
+    arrays = [weight, staging, act, kv_bytes.astype(np.int64), kv_cap, masks, tail_mask, (np.arange(n_layers) * H) % G]
+    for a in arrays:
+        a.setflags(write=False)
+    weight, staging, act, kv_bytes, kv_cap, masks, tail_mask, offsets = arrays
+    return Placement(n_layers, resident, tail_resident, weight, staging, act, kv_bytes, kv_cap,
+                     total_weights, int(kv_want.sum()), ok, why, masks, tail_mask, offsets)
 
 
 def _residency(slots: np.ndarray, tail: np.ndarray, n_layers: int, budget: np.ndarray):
@@ -252,7 +262,8 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def stages(n_layers: int, pp: int, layer_bytes: float, embed_bytes: float, output_bytes: float) -> list[tuple[int, bool, bool]]:
+@lru_cache(maxsize=1024)
+def stages(n_layers: int, pp: int, layer_bytes: float, embed_bytes: float, output_bytes: float) -> tuple[tuple[int, bool, bool], ...]:
     """Split [embedding, layers..., classifier] into ``pp`` contiguous stages with the smallest largest stage
     (by bytes); returns (layers, holds embedding, holds classifier) per stage."""
     items = [embed_bytes] + [layer_bytes] * n_layers + [output_bytes]
@@ -280,7 +291,7 @@ def stages(n_layers: int, pp: int, layer_bytes: float, embed_bytes: float, outpu
         half = len(parts[k]) // 2
         parts[k:k + 1] = [parts[k][:half], parts[k][half:]]
     last = n_layers + 1
-    return [(sum(1 for i in p if 0 < i < last), 0 in p, last in p) for p in parts]
+    return tuple((sum(1 for i in p if 0 < i < last), 0 in p, last in p) for p in parts)
 
 
 @dataclass(frozen=True)

@@ -135,15 +135,29 @@ def spread_tokens(n: int, vocab: int) -> list[int]:
     return [(i * vocab) // n for i in range(n)]
 
 
-def prefill_segments(m: Machine, prompt_len: int) -> list[list[Cost]]:
-    """Segments of every prefill pass of one sequence of ``prompt_len`` tokens spread over the vocabulary
-    (the last pass emits the first token)."""
-    m.set_prompt(spread_tokens(prompt_len, m.config.vocab_size))
-    passes = []
-    while True:
-        passes.append(run_pass(m))
-        if not m.pending:
-            return passes
+def prompt_tokens(prompt_len: int, chunk: int, vocab: int) -> list[int]:
+    """The prompt a projection assumes: each prefill pass's tokens spread evenly over the vocabulary."""
+    return [t for i in range(0, prompt_len, chunk) for t in spread_tokens(min(chunk, prompt_len - i), vocab)]
+
+
+def prefill_segments(m: Machine, prompt_len: int) -> list[tuple[float, list[Cost]]]:
+    """(weight, segments) of the prefill passes of one sequence of ``prompt_len`` tokens (prompt_tokens); the
+    last pass emits the first token. With more than two whole chunks only the first and the last whole chunk
+    (and a short remainder) are run: the passes between differ only in how many positions their attention
+    reads, linearly, so they count as the mean of the two, (n - 2) times."""
+    chunk = m.options.prefill_chunk
+    ids = prompt_tokens(prompt_len, chunk, m.config.vocab_size)
+    n_full = prompt_len // chunk
+    m.set_prompt(ids)
+    out = [(1.0, run_pass(m))]
+    if n_full > 2:
+        m.pending = ids[(n_full - 1) * chunk:]
+        m.pos = (n_full - 1) * chunk
+        last = run_pass(m)
+        out += [((n_full - 2) / 2, out[0][1]), ((n_full - 2) / 2, last), (1.0, last)]
+    while m.pending:
+        out.append((1.0, run_pass(m)))
+    return out
 
 
 def decode_segments(m: Machine, position: int) -> list[Cost]:
