@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,41 +18,51 @@ from workbench.machine.machine import Machine
 from workbench.model.config import ModelConfig
 from workbench.model.load import random_model
 from workbench.model.specs import load_spec
-from workbench.projection import project
 from workbench.projection import collectives as cc
+from workbench.projection import project
+from workbench.projection.segments import prompt_tokens, spread_tokens
 
-# The brief's target is 2%. Achieved: within 6.5%. The two-layer program samples layers 0 and 1, whose
-# kv-heads live on the group's first tiles; deeper layers' heads rotate to other tiles with other routes.
-AGREE = 0.07
+# Projection and numeric emulation of toy models agree within 2% on time, energy and TTFT (issue 7). Inputs
+# are spread over the vocabulary on both sides: the projection assumes no particular tokens (an embedding row's
+# owner tile changes the EMBED route), so the emulation prefills and teacher-forces such tokens.
+AGREE = 0.02
 TOY = ModelConfig(name="toy", dim=64, hidden_dim=160, n_layers=4, n_heads=8, n_kv_heads=4, vocab_size=256, seq_len=256)
-PROMPT, GEN = 12, 6
-EMULABLE = [c for c in bundled_chips() if load_chip(c).n_tiles <= 256]  # bigger meshes take minutes to route
+PROMPT, GEN = 12, 32
+TINYTALES = Path(__file__).resolve().parents[1] / "models" / "tinytales.gguf"
 
 
 @pytest.fixture(scope="module")
-def toy_model():
-    return random_model(TOY, seed=3)
+def toy_models():
+    from workbench.model.load import load_model
+
+    return {"toy": random_model(TOY, seed=3), "tinytales": load_model(TINYTALES)}
 
 
-def _emulate(chip, model, batch=1):
-    opts = CompileOptions(precision="int8", mapping="tensor", batch=batch, context=PROMPT + GEN, prefill_chunk=PROMPT)
+def _emulate(chip, model, batch=1, prompt=PROMPT, chunk=PROMPT):
+    opts = CompileOptions(precision="int8", mapping="tensor", batch=batch, context=prompt + GEN + 1,
+                          prefill_chunk=chunk)
     m = Machine(chip, model, opts)
-    m.set_prompt([1] + [5] * (PROMPT - 1))
-    m.generate(GEN + 1)
+    m.set_prompt(prompt_tokens(prompt, m.options.prefill_chunk, model.config.vocab_size))
+    m.feed(0)
+    for t in spread_tokens(GEN, model.config.vocab_size):
+        m.feed(t)
     dec = [h for h in m.history if not h.prefill]
+    assert len(dec) == GEN
     return m.ttft_s, np.mean([h.seconds for h in dec]), np.mean([h.joules for h in dec]) / batch
 
 
-@pytest.mark.parametrize("name", EMULABLE)
-def test_projection_agrees_with_emulation(name, toy_model):
-    chip = load_chip(name)
+@pytest.mark.parametrize("which", ["toy", "tinytales"])
+@pytest.mark.parametrize("name", bundled_chips())
+def test_projection_agrees_with_emulation(name, which, toy_models):
+    """Every bundled chip (one chip of a system) the toy fits on, resident, streamed or partly streamed."""
+    chip, model = load_chip(name), toy_models[which]
     try:
-        compile_plan(chip, TOY, CompileOptions(precision="int8", mapping="tensor", context=PROMPT + GEN + 1,
-                                               prefill_chunk=PROMPT))
+        compile_plan(chip, model.config, CompileOptions(precision="int8", mapping="tensor", context=PROMPT + GEN + 1,
+                                                        prefill_chunk=PROMPT))
     except CompileError:
-        pytest.skip(f"the toy does not fit on {name}")
-    ttft, spt, jpt = _emulate(chip, toy_model)
-    p = project(chip, TOY, precision="int8", prompt_len=PROMPT, gen_len=GEN + 1, chips=1)
+        pytest.skip(f"{which} does not fit on {name}")
+    ttft, spt, jpt = _emulate(chip, model)
+    p = project(chip, model.config, precision="int8", prompt_len=PROMPT, gen_len=GEN, chips=1, prefill_chunk=PROMPT)
     assert p.fits
     assert p.seconds_per_token == pytest.approx(spt, rel=AGREE)
     assert p.joules_per_token == pytest.approx(jpt, rel=AGREE)
@@ -64,14 +75,57 @@ def test_stories260k_agrees_with_emulation(stories260k):
     model = load_model(stories260k)
     chip = load_chip("teaching-4x4")
     ttft, spt, jpt = _emulate(chip, model)
-    p = project(chip, model.config, prompt_len=PROMPT, gen_len=GEN + 1, chips=1)
+    p = project(chip, model.config, prompt_len=PROMPT, gen_len=GEN, chips=1, prefill_chunk=PROMPT)
     assert p.seconds_per_token == pytest.approx(spt, rel=AGREE)
     assert p.joules_per_token == pytest.approx(jpt, rel=AGREE)
+    assert p.ttft_s == pytest.approx(ttft, rel=AGREE)
+
+
+@pytest.mark.parametrize("name", ["teaching-4x4", "nvidia-h100-sxm", "groq-lpu", "amd-mi300x"])
+def test_ttft_of_many_prefill_passes(name, toy_models):
+    """50 prompt tokens in passes of 8: the passes between the first and the last whole one are interpolated."""
+    chip, model = load_chip(name), toy_models["tinytales"]
+    ttft, _, _ = _emulate(chip, model, prompt=50, chunk=8)
+    p = project(chip, model.config, prompt_len=50, gen_len=GEN, chips=1, prefill_chunk=8)
+    assert p.ttft_s == pytest.approx(ttft, rel=AGREE)
+
+
+def test_kv_routes_replay_the_compilers_attention_sends():
+    """kvroutes.send_pairs gives the transfers the compiler emits for every layer's three attention SENDs."""
+    from workbench.compiler import emit_program
+    from workbench.machine import isa
+    from workbench.machine.machine import layout_offsets
+    from workbench.projection.kvroutes import send_pairs
+
+    cfg = replace(TOY, n_layers=6)
+    chip = load_chip("nvidia-h100-sxm")
+    plan = compile_plan(chip, cfg, CompileOptions(precision="int8", mapping="tensor", context=32))
+    prog = emit_program(plan, layout_offsets(plan))
+    G = len(plan.groups[0])
+    for l in range(cfg.n_layers):
+        sends = [op for op in prog.ops if op["opcode"] == isa.SEND and op["layer"] == l]
+        want = send_pairs(chip.n_tiles, cfg, "int8", (l * cfg.n_kv_heads) % G)
+        assert len(sends) == sum(len(w[0]) > 0 for w in want)
+        for op, (src, dst, nb) in zip(sends, [w for w in want if len(w[0])]):
+            got = prog.transfers[op["t_off"]: op["t_off"] + op["t_cnt"]]
+            assert sorted(map(tuple, got.tolist())) == sorted(zip(src.tolist(), dst.tolist(), nb.tolist()))
+
+
+def test_residency_classes_cover_every_layer():
+    """A partly streamed model: resident, boundary and streamed layers, each counted once per layer."""
+    from workbench.projection.estimate import _Layout
+
+    cfg = replace(TOY, dim=256, hidden_dim=768, n_layers=12, vocab_size=512)
+    lay = _Layout(load_chip("teaching-4x4"), cfg, "int8", 1, 40, 1, 1, 1)
+    cls = lay.classes
+    assert cls.multiplicity.sum() == cfg.n_layers
+    assert cls.masks[0].sum() > 0 and not cls.masks[-1].any()     # first class resident, last streamed
+    assert len(cls.masks) >= 3                                    # with a boundary layer between
 
 
 def test_layer_scaling_reproduces_a_full_run_that_streams():
-    """12 layers on a chip too small for them: the compiler streams the later layers. The two-layer run
-    scaled by the replayed placement matches a full shape-only run of the compiler's own plan."""
+    """12 layers on a chip too small for them: the compiler streams the later layers. The reduced run (one layer
+    per residency class) scaled by the replayed placement matches a full shape-only run of the compiler's plan."""
     cfg = replace(TOY, dim=256, hidden_dim=768, n_layers=12, n_heads=8, n_kv_heads=4, vocab_size=512)
     chip = load_chip("teaching-4x4")
     opts = CompileOptions(precision="int8", mapping="tensor", batch=1, context=40, prefill_chunk=1)

@@ -1,9 +1,9 @@
 """Projection of a model onto a chip system: the emulator's program and cost model driven by shapes only.
 
 Each chip runs a tensor-parallel slice of the model (1/tp of heads, FFN and vocabulary) for its
-pipeline stage's layers. The per-chip time and counts come from a shape-only run of a two-layer
-program (one resident layer, one streamed) scaled to the full depth by the compiler's own placement;
-chip-to-chip collectives are costed analytically (collectives.py). See docs/projection.md.
+pipeline stage's layers. The per-chip time and counts come from a shape-only run of a reduced program
+(one layer per residency class of the compiler's own placement, kv-home offsets added by kvroutes.py)
+scaled to the full depth; chip-to-chip collectives are costed analytically (collectives.py). See docs/projection.md.
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ from ..errors import CompileError, WorkbenchError
 from ..model.config import ModelConfig
 from ..precision import EMULATED_PRECISIONS
 from . import collectives as cc
-from .placement import layer_slots, per_col_act_bytes, place, slice_config, stages, valid_tp
-from .segments import Cost, decode_segments, machine_for, prefill_segments
+from .kvroutes import embed_cycles_by_owner, send_stats
+from .placement import (layer_classes, layer_slots, per_col_act_bytes, place, slice_config, stages, topology,
+                        valid_tp)
+from .segments import Cost, decode_segments, machine_for, prefill_segments, zero_cost
 
 PRECISIONS = (*EMULATED_PRECISIONS, "fp8")   # fp8 is projected with int8 (Q8_0) blocks on the int8/fp8 unit
 MAPPINGS = ("auto", "tensor", "pipeline", "hybrid")
 PHASES = ("compute", "on-chip memory", "off-chip memory", "on-chip network", "chip-to-chip", "op overhead")
 MAX_CHIPS = 10**6
 MAX_PREFILL_CHUNK = 4096
+RUNNER_UP = 1.25
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ class _Layout:
                            for n, e, o in kinds]
         counts = list(kinds.values())
         self.resident_layers = sum(c * p.resident_layers for c, p in zip(counts, self.placements))
-        self.tail_resident = all(p.tail_resident for p in self.placements)
+        self.classes = layer_classes(self.placements, counts, slots, not chip.has_offchip)
         self.kv_capacity = np.mean([p.kv_capacity for p, k in zip(self.placements, kinds) if k[0]], axis=0)
         self.ok = all(p.ok for p in self.placements)
         self.why = next((p.why for p in self.placements if p.why), "")
@@ -148,13 +151,51 @@ class _Layout:
         self.fit = {"weights": float(weights), "kv": float(kv), "activations": float(act), "capacity": float(capacity)}
 
 
-def _per_chip(segs_passes: list[list[Cost]], layers: float, resident: float) -> Cost:
-    """Full-depth cost of the given passes: head + tail + resident x layer 0 + streamed x layer 1."""
+def _per_chip(passes: list[tuple[float, list[Cost]]], mult: np.ndarray) -> Cost:
+    """Full-depth cost of the (weight, segments) passes: head + tail + each class's layer times its layers."""
     total = None
-    for head, l0, l1, tail in segs_passes:
-        c = head.combine(tail, 1.0).combine(l0, resident).combine(l1, layers - resident)
-        total = c if total is None else total.combine(c, 1.0)
+    for w, segs in passes:
+        c = segs[0].combine(segs[-1], 1.0)
+        for seg, k in zip(segs[1:-1], mult):
+            c = c.combine(seg, float(k))
+        total = c.scaled(w) if total is None else total.combine(c, w)
     return total
+
+
+def _kv_shift(chip, lay: _Layout, ncols: list[int]) -> Cost:
+    """What moving each layer's kv-heads to its own offset adds to the reduced program's layers, over passes
+    of ``ncols`` columns: per full-depth layer, its offset's attention SENDs minus its class sample's."""
+    cls = lay.classes
+    weight: dict[int, float] = {}
+    for k, layers in enumerate(cls.layers):
+        for o, n in layers.items():
+            weight[o] = weight.get(o, 0.0) + n
+        weight[cls.offsets[k]] = weight.get(cls.offsets[k], 0.0) - sum(layers.values())
+    offs = tuple(sorted(o for o, w in weight.items() if w))
+    T = topology(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, min(chip.n_tiles, 64)).n_tiles
+    if not offs:
+        return zero_cost(T)
+    st = send_stats(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, chip.n_tiles, replace(lay.slice, name=""),
+                    lay.options.precision, offs)
+    w = np.array([weight[o] for o in offs])
+    params = cost.cost_params(chip)
+    cyc = sum(float(w @ st.cycles(params, n)) for n in ncols)
+    cols = float(sum(ncols))
+    z = np.zeros(T)
+    return Cost(cyc, np.zeros((T, cost.N_PREC)), z, cols * (w @ st.sram_rd), cols * (w @ st.sram_wr), 0.0,
+                cols * float(w @ st.hop_bytes), cyc, z)
+
+
+def _embed_mean(chip, lay: _Layout, like: Cost) -> Cost:
+    """A decode step of one sequence embeds token 0; on average a token's row lives on any owner tile alike:
+    the mean EMBED over the vocabulary minus token 0's (cycles, NoC byte-hops)."""
+    p = cost.cost_params(chip)
+    cyc, hb = embed_cycles_by_owner(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, chip.n_tiles,
+                                    replace(lay.slice, name=""), lay.options.precision, float(p[cost.P_LINK_BPC]),
+                                    float(p[cost.P_HOP_LAT]), float(p[cost.P_OP_OVERHEAD]))
+    z = np.zeros_like(like.vec)
+    dc = float(cyc.mean() - cyc[0])
+    return Cost(dc, np.zeros_like(like.macs), z, z, z, 0.0, float(hb.mean() - hb[0]), dc, z)
 
 
 def _comm(config: ModelConfig, tp: int, pp: int, cols: int, link: cc.Link, passes: int = 1,
@@ -193,28 +234,42 @@ def _bound(phases: dict[str, float], comm: cc.CommCost) -> str:
             "on-chip network": "on-chip network", "op overhead": "op overhead"}[name]
 
 
+def _ttft(chip, config: ModelConfig, lay: _Layout, prompt_len: int, chunk: int) -> float:
+    """The prefill of one sequence in passes of ``chunk`` tokens, chip-to-chip collectives included."""
+    cls = lay.classes
+    opts = CompileOptions(precision=lay.options.precision, mapping="tensor", batch=1, context=lay.options.context,
+                          prefill_chunk=chunk)
+    m = machine_for(chip, lay.slice, opts, _kv_cap(chip, lay), cls.masks, cls.offsets, cls.tail_mask)
+    passes = prefill_segments(m, prompt_len)
+    cols = [min(chunk, prompt_len - i) for i in range(0, prompt_len, chunk)]
+    pf = _per_chip(passes, cls.multiplicity).combine(_kv_shift(chip, lay, cols), 1.0)
+    comm = _comm(config, lay.tp, lay.pp, chunk, cc.link_of(chip), len(cols), 1)
+    return pf.cycles / chip.clock_hz + comm.seconds
+
+
+def _kv_cap(chip, lay: _Layout) -> np.ndarray:
+    # SRAM-only: no spill path
+    return lay.kv_capacity if chip.has_offchip else np.full_like(lay.kv_capacity, lay.options.context)
+
+
 def _estimate(chip, config: ModelConfig, lay: _Layout, precision: str, batch: int, prompt_len: int, gen_len: int,
-              chunk: int, n_chips: int) -> Projection:
+              n_chips: int) -> Projection:
+    """Everything but ``ttft_s`` (NaN here: see _ttft)."""
     run_prec = lay.options.precision
     context = lay.options.context
-    L = config.n_layers
-    streamed = chip.has_offchip
     link = cc.link_of(chip)
     hz = chip.clock_hz
-
-    kv_cap = lay.kv_capacity if streamed else np.full_like(lay.kv_capacity, context)  # SRAM-only: no spill path
-    tail_res = lay.tail_resident or not streamed
-    pf_opts = CompileOptions(precision=run_prec, mapping="tensor", batch=1, context=context, prefill_chunk=chunk)
-    m = machine_for(chip, lay.slice, pf_opts, kv_cap, streamed=streamed, tail_resident=tail_res)
-    pf_passes = prefill_segments(m, prompt_len)
-    pf = _per_chip(pf_passes, L, lay.resident_layers)
-    pf_comm = _comm(config, lay.tp, lay.pp, chunk, link, len(pf_passes), 1)
-    ttft = pf.cycles / hz + pf_comm.seconds
+    kv_cap = _kv_cap(chip, lay)
+    cls = lay.classes
+    ttft = math.nan
 
     dec_opts = CompileOptions(precision=run_prec, mapping="tensor", batch=batch, context=context, prefill_chunk=1)
-    m = machine_for(chip, lay.slice, dec_opts, kv_cap, streamed=streamed, tail_resident=tail_res)
+    m = machine_for(chip, lay.slice, dec_opts, kv_cap, cls.masks, cls.offsets, cls.tail_mask)
     # decode steps see positions prompt_len .. prompt_len + gen_len - 1: cost them at the middle one
-    d = _per_chip([decode_segments(m, prompt_len + (gen_len - 1) // 2)], L, lay.resident_layers)
+    d = _per_chip([(1.0, decode_segments(m, prompt_len + (gen_len - 1) // 2))], cls.multiplicity)
+    d = d.combine(_kv_shift(chip, lay, [batch]), 1.0)
+    if batch == 1:
+        d = d.combine(_embed_mean(chip, lay, d), 1.0)
     comm = _comm(config, lay.tp, lay.pp, batch, link, 1, batch)
     step_s = d.cycles / hz + comm.seconds
 
@@ -282,25 +337,35 @@ def project(chip, config: ModelConfig, *, precision: str = "int8", batch: int = 
             prefill_chunk: int | None = None) -> Projection:
     """Project ``config`` on ``chips`` chips of ``chip`` (default: the profile's system). ``mapping`` splits the
     model across chips: tensor, pipeline, hybrid, or auto (the fastest arrangement that fits). Prefill runs one
-    sequence at a time in chunks of ``prefill_chunk`` tokens (default: the whole prompt, up to 4096)."""
+    sequence at a time in chunks of ``prefill_chunk`` tokens (default: the whole prompt, up to 4096; a chunk given
+    here is halved as the compiler halves it, until its activations take at most a quarter of a tile)."""
     n_chips = chip.system.chips if chips is None else chips
     chunk = _default_chunk(chip, config, batch, prompt_len) if prefill_chunk is None else prefill_chunk
     _check(config, precision, batch, prompt_len, gen_len, n_chips, mapping, chip, chunk)
+    if prefill_chunk is not None:  # as CompileOptions.prefill_chunk: halved until its activations fit
+        per_col = per_col_act_bytes(config, min(chip.n_tiles, 64))
+        while chunk > 1 and per_col * batch * chunk > chip.sram_bytes_per_tile // 4:
+            chunk //= 2
     run_prec = "int8" if precision == "fp8" else precision
     context = prompt_len + gen_len
     best = None
     layouts = [_Layout(chip, config, run_prec, batch, context, chunk, tp, pp)
                for tp, pp in arrangements(config, n_chips, mapping)]
     fitting = sorted((lay for lay in layouts if lay.fits), key=lambda lay: _rough_s(chip, config, lay, batch))
-    for lay in fitting[:2] or [max(layouts, key=lambda x: (x.tp, x.pp))]:
+    best_lay = None
+    # the runner-up by the roofline guess is projected too when the guess puts it within RUNNER_UP of the best
+    close = [lay for lay in fitting[:2] if _rough_s(chip, config, lay, batch)
+             <= RUNNER_UP * _rough_s(chip, config, fitting[0], batch)]
+    for lay in close or [max(layouts, key=lambda x: (x.tp, x.pp))]:
         try:
-            p = _estimate(chip, config, lay, precision, batch, prompt_len, gen_len, chunk, n_chips)
+            p = _estimate(chip, config, lay, precision, batch, prompt_len, gen_len, n_chips)
         except CompileError:
             continue
         if best is None or (p.seconds_per_token, -p.tokens_per_s) < (best.seconds_per_token, -best.tokens_per_s):
-            best = p
+            best, best_lay = p, lay
     if best is None:
         raise WorkbenchError(f"{config.name} cannot be placed on {chip.name} with {mapping} mapping", key="mapping")
+    best = replace(best, ttft_s=_ttft(chip, config, best_lay, prompt_len, chunk))  # only the arrangement kept
     if not best.fits:
         need = chips_needed(chip, config, run_prec, batch, context, chunk, n_chips + 1)
         best = _replace_fit(best, need)

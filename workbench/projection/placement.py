@@ -2,8 +2,9 @@
 
 The compiler keeps, per tile, the longest prefix of its shards (in layer order) resident and streams the
 rest through one staging buffer; since decoder layers are identical, :func:`place` replays that rule for
-every tile at once with numpy for the full depth, and :func:`reduced_plan` builds the two-layer Plan
-(layer 0 resident, layer 1 streamed) whose shape-only run gives the cost of each kind of layer.
+every tile at once with numpy for the full depth; :func:`layer_classes` groups the layers by which shards
+stay resident and :func:`reduced_plan` builds the Plan with one layer per class, whose shape-only run gives
+the cost of each kind of layer.
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..compiler import ACT_BYTES, KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
+from ..compiler import KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
 from ..machine.tensors import tensor_table
 from ..machine.topology import Topology, build
 from ..model.config import ModelConfig
 
-REDUCED_LAYERS = 2          # layer 0 stands for resident layers, layer 1 for streamed ones
 FULL_TOPOLOGY_TILES = 256   # meshes larger than this are truncated to the rows the tile group uses
 
 
@@ -71,9 +71,12 @@ class Placement:
     total_kv_bytes: int
     ok: bool
     why: str
+    layer_masks: np.ndarray      # (n_layers, slots, T) bool: the shard of that slot on that tile is resident
+    tail_mask: np.ndarray        # (2, T) bool: embedding / classifier shard resident
+    kv_offsets: np.ndarray       # (n_layers,) layer l's kv-heads live on group tiles (offset + h) % G
 
 
-def _layer_slots(shards: list[Shard], n_tiles: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+def _layer_slots(shards: list[Shard], n_tiles: int) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
     """Shard bytes of layer 0 per (tensor, expert) slot in the compiler's order: (slots, T) and tail (2, T)."""
     names: list[tuple[str, int]] = []
     rows: dict[tuple[str, int], np.ndarray] = {}
@@ -90,7 +93,7 @@ def _layer_slots(shards: list[Shard], n_tiles: int) -> tuple[list[str], np.ndarr
         elif s.tensor == "output.weight":
             tail[1, s.tile] += s.nbytes
     mat = np.array([rows[k] for k in names], np.int64).reshape(len(names), n_tiles)
-    return [n for n, _ in names], mat, tail
+    return names, mat, tail
 
 
 def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *, act_cols: int = 0,
@@ -98,9 +101,15 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
     """Replay compiler._place for ``n_layers`` identical layers of ``config1`` on ``chip``.
 
     ``act_cols``: columns of activations to hold (0 = batch x prefill_chunk, as the compiler does)."""
-    cap = int(chip.sram_bytes_per_tile)
-    T = chip.n_tiles
-    group, slots, tail0 = layer_slots(T, replace(config1, n_layers=1, name=""), options.precision)
+    return _place(int(chip.sram_bytes_per_tile), chip.n_tiles, bool(chip.has_offchip), replace(config1, name=""),
+                  n_layers, options, act_cols, embed, output)
+
+
+@lru_cache(maxsize=256)
+def _place(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
+           act_cols: int, embed: bool, output: bool) -> Placement:
+    """place(), keyed by everything of the chip it reads (arrays returned read-only)."""
+    group, slots, tail0 = layer_slots(T, replace(config1, n_layers=1), options.precision)
     G = len(group)
     gidx = np.asarray(group, np.int64)
     cols = act_cols or options.batch * max(1, options.prefill_chunk)
@@ -129,8 +138,13 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
         why = f"activations and KV reserve overflow a tile's SRAM by {int(-budget.min()):,} B"
         budget = np.maximum(budget, 0)
 
-    weight, staging, resident, tail_res, ok_staging = _residency(slots, tail, n_layers, budget)
+    weight, staging, resident, tail_res, ok_staging, keep = _residency(slots, tail, n_layers, budget)
     tail_resident = tail_res * 2 >= int(tail.sum())
+    S = len(slots)
+    idx = np.arange(n_layers * S + 2).reshape(-1, 1)
+    res = idx < keep                                                  # (N, T) shard entry kept resident
+    masks = res[: n_layers * S].reshape(n_layers, S, T) & (slots > 0)
+    tail_mask = res[n_layers * S:] & (tail > 0)
 
     streamed_any = int(weight.sum()) < total_weights
     free = cap - weight - staging - act
@@ -141,7 +155,7 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
     kv_cap = cap_tok[homes].reshape(n_layers, H).mean(axis=0) if n_layers else np.full(H, float(options.context))
 
     ok = True
-    if not chip.has_offchip:
+    if not has_offchip:
         if streamed_any:
             ok, why = False, why or "weights overflow SRAM and the chip has no off-chip memory"
         elif kv_cap.min() < options.context:
@@ -150,15 +164,20 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
             ok = False
     elif not ok_staging:
         why = why or "a tile cannot hold the staging buffer of a streamed shard"
-    return Placement(n_layers, resident, tail_resident, weight, staging, act, kv_bytes.astype(np.int64), kv_cap,
-                     total_weights, int(kv_want.sum()), ok, why)
+    arrays = [weight, staging, act, kv_bytes.astype(np.int64), kv_cap, masks, tail_mask, (np.arange(n_layers) * H) % G]
+    for a in arrays:
+        a.setflags(write=False)
+    weight, staging, act, kv_bytes, kv_cap, masks, tail_mask, offsets = arrays
+    return Placement(n_layers, resident, tail_resident, weight, staging, act, kv_bytes, kv_cap,
+                     total_weights, int(kv_want.sum()), ok, why, masks, tail_mask, offsets)
 
 
 def _residency(slots: np.ndarray, tail: np.ndarray, n_layers: int, budget: np.ndarray):
     """compiler._residency for every tile at once: each tile's shards in layer order (then the embedding and
     classifier) keep the longest prefix resident such that the rest fit through one staging buffer as large as
     the largest streamed shard. Returns weight and staging bytes per tile, the resident layers (fractional,
-    by bytes), the resident tail bytes, and whether every tile could hold its staging buffer."""
+    by bytes), the resident tail bytes, whether every tile could hold its staging buffer, and each tile's
+    number of resident entries (T,) in that order."""
     seq = np.concatenate([np.tile(slots, (n_layers, 1)), tail], axis=0)           # (N, T) in compiler order
     N, T = seq.shape
     prefix = np.zeros((N + 1, T), np.int64)
@@ -174,7 +193,7 @@ def _residency(slots: np.ndarray, tail: np.ndarray, n_layers: int, budget: np.nd
     layer_total = int(slots.sum())
     resident = float(np.minimum(weight, layer_bytes).sum()) / max(layer_total, 1)
     tail_res = int(np.maximum(weight - layer_bytes, 0).sum())
-    return weight, staging, resident, tail_res, bool(fits.any(axis=0).all())
+    return weight, staging, resident, tail_res, bool(fits.any(axis=0).all()), keep
 
 
 @lru_cache(maxsize=256)
@@ -190,35 +209,46 @@ def layer_slots(n_tiles: int, config: ModelConfig, precision: str) -> tuple[tupl
     return tuple(groups[0]), slots, tail
 
 
-def reduced_plan(chip, config: ModelConfig, options: CompileOptions, topo: Topology, *, streamed_layer: bool,
-                 tail_resident: bool) -> Plan:
-    """A REDUCED_LAYERS-deep Plan with the tensor mapping: layer 0 resident, layer 1 streamed (when the chip
-    has off-chip memory), the embedding/classifier resident or not. KV capacity is set per run."""
-    cfg = replace(config, n_layers=REDUCED_LAYERS)
+@lru_cache(maxsize=256)
+def layer_slot_keys(n_tiles: int, config: ModelConfig, precision: str) -> tuple[tuple[str, int], ...]:
+    """(tensor of layer 0, expert) of each slot, in the order of layer_slots' rows."""
+    cfg1 = replace(config, n_layers=1)
+    shards, _ = _shard(cfg1, tensor_table(cfg1, precision), _groups(n_tiles, 1, "tensor"), [0])
+    return tuple(_layer_slots(shards, n_tiles)[0])
+
+
+def reduced_plan(chip, config: ModelConfig, options: CompileOptions, topo: Topology, masks: np.ndarray,
+                 offsets: tuple[int, ...], tail_mask: np.ndarray) -> Plan:
+    """A len(masks)-deep Plan with the tensor mapping: layer k's shard of slot s on tile t is resident when
+    ``masks[k, s, t]`` and its kv-heads live on group tiles (offsets[k] + h) % G; the embedding and classifier
+    shards are resident where ``tail_mask`` (2, T) says. KV capacity is set per run."""
+    K = len(masks)
+    cfg = replace(config, n_layers=K)
     T = topo.n_tiles
-    groups = _groups(T, REDUCED_LAYERS, "tensor")
-    layer_group = [0] * REDUCED_LAYERS
+    groups = _groups(T, K, "tensor")
     tensors = tensor_table(cfg, options.precision)
-    shards, expert_groups = _shard(cfg, tensors, groups, layer_group)
+    shards, expert_groups = _shard(cfg, tensors, groups, [0] * K)
+    keys = layer_slot_keys(chip.n_tiles, replace(config, n_layers=1, name=""), options.precision)
+    slot_of = {k: i for i, k in enumerate(keys)}
     out = []
     for s in shards:
-        if s.tensor.startswith("blk.1."):
-            res = not streamed_layer
-        elif s.tensor.startswith("blk."):
-            res = True
-        else:
-            res = tail_resident
+        if s.tensor.startswith("blk."):
+            layer, rest = s.tensor[4:].split(".", 1)
+            res = bool(masks[int(layer), slot_of[("blk.0." + rest, s.expert)], s.tile])
+        else:  # a tied table is read by the classifier: its residency there decides
+            row = 1 if s.tensor == "output.weight" or (cfg.tied_embeddings and tail_mask[1].any()) else 0
+            res = bool(tail_mask[row, s.tile])
         out.append(s if s.resident == res else replace(s, resident=res))
     g = groups[0]
     H = cfg.n_kv_heads
-    kv_home = np.array([[g[(l * H + h) % len(g)] for h in range(H)] for l in range(REDUCED_LAYERS)], np.int64)
+    kv_home = np.array([[g[(o + h) % len(g)] for h in range(H)] for o in offsets], np.int64).reshape(K, H)
     zeros = np.zeros(T, np.int64)
     weight = zeros.copy()
     for s in out:
         if s.resident:
             weight[s.tile] += s.nbytes
-    kv_cap = np.full((REDUCED_LAYERS, H), options.context, np.int64)
-    return Plan(chip, cfg, options, "tensor", topo, groups, layer_group, tensors, out, weight, zeros.copy(),
+    kv_cap = np.full((K, H), options.context, np.int64)
+    return Plan(chip, cfg, options, "tensor", topo, groups, [0] * K, tensors, out, weight, zeros.copy(),
                 zeros.copy(), zeros.copy(), kv_home, kv_cap, options.context, expert_groups)
 
 
@@ -232,7 +262,8 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def stages(n_layers: int, pp: int, layer_bytes: float, embed_bytes: float, output_bytes: float) -> list[tuple[int, bool, bool]]:
+@lru_cache(maxsize=1024)
+def stages(n_layers: int, pp: int, layer_bytes: float, embed_bytes: float, output_bytes: float) -> tuple[tuple[int, bool, bool], ...]:
     """Split [embedding, layers..., classifier] into ``pp`` contiguous stages with the smallest largest stage
     (by bytes); returns (layers, holds embedding, holds classifier) per stage."""
     items = [embed_bytes] + [layer_bytes] * n_layers + [output_bytes]
@@ -260,4 +291,58 @@ def stages(n_layers: int, pp: int, layer_bytes: float, embed_bytes: float, outpu
         half = len(parts[k]) // 2
         parts[k:k + 1] = [parts[k][:half], parts[k][half:]]
     last = n_layers + 1
-    return [(sum(1 for i in p if 0 < i < last), 0 in p, last in p) for p in parts]
+    return tuple((sum(1 for i in p if 0 < i < last), 0 in p, last in p) for p in parts)
+
+
+@dataclass(frozen=True)
+class LayerClasses:
+    """The layers of a chip's stages grouped by residency pattern. The reduced program runs one layer per class:
+    ``masks`` (K, slots, T) and ``offsets`` (K,) its kv-head offset; ``layers[k]`` maps the kv offset of every
+    full-depth layer of class k to how many such layers there are (stage counts included)."""
+
+    masks: np.ndarray
+    offsets: tuple[int, ...]
+    layers: tuple[dict[int, int], ...]
+    tail_mask: np.ndarray
+
+    @property
+    def multiplicity(self) -> np.ndarray:
+        return np.array([sum(d.values()) for d in self.layers], np.float64)
+
+
+def layer_classes(placements: list[Placement], counts: list[int], slots: np.ndarray, all_resident: bool,
+                  max_classes: int = 4) -> LayerClasses:
+    """Group every layer of every stage kind (``counts[i]`` stages use ``placements[i]``) by which of its shards
+    are resident. Resident and streamed layers are one class each; a boundary layer (some tiles ran out of SRAM
+    inside it) is its own class. Beyond ``max_classes`` classes, the surplus boundary layers join the class
+    whose resident share of bytes is nearest. ``all_resident``: no off-chip memory, everything in SRAM."""
+    exists = slots > 0
+    order: list[bytes] = []
+    found: dict[bytes, tuple[np.ndarray, dict[int, int]]] = {}
+    for p, c in zip(placements, counts):
+        for l in range(p.n_layers):
+            mask = exists if all_resident else p.layer_masks[l]
+            key = mask.tobytes()
+            if key not in found:
+                order.append(key)
+                found[key] = (mask, {})
+            d = found[key][1]
+            o = int(p.kv_offsets[l])
+            d[o] = d.get(o, 0) + c
+    total = max(int(slots.sum()), 1)
+    share = {k: float((slots * found[k][0]).sum()) / total for k in order}
+    if len(order) > max_classes:
+        by_size = sorted(order, key=lambda k: -sum(found[k][1].values()))
+        keep = [k for k in order if k in set(by_size[:max_classes])]
+        for k in order:
+            if k not in keep:
+                near = min(keep, key=lambda j: abs(share[j] - share[k]))
+                for o, n in found[k][1].items():
+                    found[near][1][o] = found[near][1].get(o, 0) + n
+        order = keep
+    tail = np.zeros((2, slots.shape[1]), bool)
+    for p in placements:  # the embedding from the stage that holds it, the classifier from the last stage
+        tail |= True if all_resident else p.tail_mask
+    masks = np.stack([found[k][0] for k in order])
+    offsets = tuple(next(iter(found[k][1])) for k in order)      # each class is run at its first layer's offset
+    return LayerClasses(masks, offsets, tuple(found[k][1] for k in order), tail)

@@ -1,8 +1,8 @@
 """Shape-only runs of the reduced program on the emulator's own Machine, cut into per-layer segments.
 
-A pass of the two-layer program splits at its layer starts into head (embedding), layer 0 (resident),
-layer 1 (streamed) and tail (classifier, sampling); each segment's counts and cycles come straight from
-the executor. Machines are built once per program and re-targeted to other chips and options, since the
+A pass of the reduced program (one layer per residency class, see placement.layer_classes) splits at its
+layer starts into head (embedding), one segment per layer and tail (classifier, sampling); each segment's
+counts and cycles come straight from the executor. Machines are built once per program and re-targeted to other chips and options, since the
 program (ops and transfers) depends only on the mesh, the slice's shapes, the precision and residency.
 """
 
@@ -20,7 +20,6 @@ from ..machine import isa
 from ..machine.machine import Machine
 from .placement import reduced_plan, topology
 
-SEGMENTS = ("head", "layer_resident", "layer_streamed", "tail")
 COMM_OPCODES = (isa.EMBED, isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER, isa.MOE_DISPATCH,
                 isa.MOE_COMBINE)
 _TEMPLATES: "OrderedDict[tuple, Machine]" = OrderedDict()
@@ -64,17 +63,20 @@ def zero_cost(n_tiles: int) -> Cost:
     return Cost(0.0, np.zeros((n_tiles, cost.N_PREC)), z, z, z, 0.0, 0.0, 0.0, z)
 
 
-def _template(chip, config, precision: str, streamed: bool, tail_resident: bool) -> Machine:
-    """A shape-only Machine for the reduced program, cached by everything the program depends on."""
+def _template(chip, config, precision: str, masks: np.ndarray, offsets: tuple[int, ...],
+              tail_mask: np.ndarray) -> Machine:
+    """A shape-only Machine for the reduced program, cached by everything the program depends on: the mesh,
+    the slice's shapes, the precision, which shards are resident and where each layer's kv-heads live."""
     used = min(chip.n_tiles, 64)
-    key = (chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, config, precision, streamed, tail_resident)
+    key = (chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, config, precision, masks.shape, masks.tobytes(),
+           offsets, tail_mask.tobytes())
     m = _TEMPLATES.get(key)
     if m is not None:
         _TEMPLATES.move_to_end(key)
         return m
     topo = topology(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, used)
     options = CompileOptions(precision=precision, mapping="tensor", batch=1, context=2, prefill_chunk=1)
-    plan = reduced_plan(chip, config, options, topo, streamed_layer=streamed, tail_resident=tail_resident)
+    plan = reduced_plan(chip, config, options, topo, masks, offsets, tail_mask)
     m = Machine(chip, plan.config, options, numeric=False, plan=plan)
     _TEMPLATES[key] = m
     if len(_TEMPLATES) > _MAX_TEMPLATES:
@@ -82,11 +84,11 @@ def _template(chip, config, precision: str, streamed: bool, tail_resident: bool)
     return m
 
 
-def machine_for(chip, config, options: CompileOptions, kv_capacity: np.ndarray, *, streamed: bool,
-                tail_resident: bool) -> Machine:
+def machine_for(chip, config, options: CompileOptions, kv_capacity: np.ndarray, masks: np.ndarray,
+                offsets: tuple[int, ...], tail_mask: np.ndarray) -> Machine:
     """The cached program on ``chip`` with ``options``: a shallow copy whose chip, cost parameters, plan
     options and KV capacity are replaced, then its static tables rebuilt and its state reset."""
-    m = copy.copy(_template(chip, config, options.precision, streamed, tail_resident))
+    m = copy.copy(_template(chip, config, options.precision, masks, offsets, tail_mask))
     cap = np.broadcast_to(np.minimum(np.asarray(kv_capacity, np.int64), options.context), m.plan.kv_capacity.shape)
     m.plan = replace(m.plan, chip=chip, options=options, context=options.context, kv_capacity=cap.copy())
     m.chip = chip
@@ -107,7 +109,7 @@ def _delta(m: Machine, before, cycles0: float, comm0: float) -> Cost:
 
 
 def run_pass(m: Machine) -> list[Cost]:
-    """Run one pass op-group by op-group; returns its four segment costs (head, layer 0, layer 1, tail)."""
+    """Run one pass op-group by op-group; returns its segment costs: head, one per layer, tail."""
     segs = []
     ops_tile = m.program.ops["tile"]
     starts = [0, *[int(s) for s in m.program.layer_starts], len(m.program.ops)]
@@ -128,19 +130,41 @@ def run_pass(m: Machine) -> list[Cost]:
     return segs
 
 
-def prefill_segments(m: Machine, prompt_len: int) -> list[list[Cost]]:
-    """Segments of every prefill pass of one sequence of ``prompt_len`` tokens (the last emits the first token)."""
-    m.set_prompt([1] * prompt_len)
-    passes = []
-    while True:
-        passes.append(run_pass(m))
-        if not m.pending:
-            return passes
+def spread_tokens(n: int, vocab: int) -> list[int]:
+    """``n`` token ids spread evenly over the vocabulary: their embedding rows live on every owner tile alike."""
+    return [(i * vocab) // n for i in range(n)]
+
+
+def prompt_tokens(prompt_len: int, chunk: int, vocab: int) -> list[int]:
+    """The prompt a projection assumes: each prefill pass's tokens spread evenly over the vocabulary."""
+    return [t for i in range(0, prompt_len, chunk) for t in spread_tokens(min(chunk, prompt_len - i), vocab)]
+
+
+def prefill_segments(m: Machine, prompt_len: int) -> list[tuple[float, list[Cost]]]:
+    """(weight, segments) of the prefill passes of one sequence of ``prompt_len`` tokens (prompt_tokens); the
+    last pass emits the first token. With more than two whole chunks only the first and the last whole chunk
+    (and a short remainder) are run: the passes between differ only in how many positions their attention
+    reads, linearly, so they count as the mean of the two, (n - 2) times."""
+    chunk = m.options.prefill_chunk
+    ids = prompt_tokens(prompt_len, chunk, m.config.vocab_size)
+    n_full = prompt_len // chunk
+    m.set_prompt(ids)
+    out = [(1.0, run_pass(m))]
+    if n_full > 2:
+        m.pending = ids[(n_full - 1) * chunk:]
+        m.pos = (n_full - 1) * chunk
+        last = run_pass(m)
+        out += [((n_full - 2) / 2, out[0][1]), ((n_full - 2) / 2, last), (1.0, last)]
+    while m.pending:
+        out.append((1.0, run_pass(m)))
+    return out
 
 
 def decode_segments(m: Machine, position: int) -> list[Cost]:
-    """Segments of one decode pass with ``position`` tokens already in the KV cache."""
+    """Segments of one decode pass with ``position`` tokens already in the KV cache; the batch's input tokens are
+    spread over the vocabulary (token 0 for a batch of one: the caller averages its embedding over the owners)."""
     m.set_prompt([1])
     m.pending = []     # skip the prefill: shape-only state has nothing to fill
     m.pos = position
+    m.last_tokens[:] = spread_tokens(len(m.last_tokens), m.config.vocab_size)
     return run_pass(m)

@@ -1,0 +1,157 @@
+"""How a layer's cost moves with where its kv-heads live: the three attention transfers at every kv-home offset.
+
+The compiler puts layer l's kv-head h on group tile g[(l * H + h) % G], so successive layers send q, k, v rows
+to, and attention outputs from, different tiles. Everything else in a layer is the same at every offset, and
+each of those transfers is one SEND op that synchronises its tiles, so a layer at offset o costs what the
+reduced program's layer costs plus the difference in these SENDs' durations (and counts). The transfer pairs
+follow compiler.emit_program's gather_rows; durations follow the executor's comm ops: the most loaded link,
+plus the longest route's hops, plus the per-op overhead (cost.py parameters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+from .. import cost
+from ..compiler import ACT_BYTES, _groups, _shard
+from ..machine.tensors import tensor_table
+from ..machine.topology import route_links
+from ..model.config import ModelConfig
+from .placement import topology
+
+N_SENDS = 3   # q rows to the kv homes, k and v rows to the kv homes, attention outputs to the wo owners
+
+
+@dataclass(frozen=True)
+class SendStats:
+    """Per offset (O,) and SEND (3): worst link load and longest route (bytes per column, hops), whether the op
+    exists; per offset: byte-hops per column and SRAM bytes read/written per tile per column (O, T)."""
+
+    offsets: tuple[int, ...]
+    worst_bytes: np.ndarray
+    max_hops: np.ndarray
+    present: np.ndarray
+    hop_bytes: np.ndarray
+    sram_rd: np.ndarray
+    sram_wr: np.ndarray
+
+    def cycles(self, params: np.ndarray, ncol: int) -> np.ndarray:
+        """(O,) cycles the three SENDs take at each offset with ``ncol`` columns."""
+        per = (self.worst_bytes * ncol / params[cost.P_LINK_BPC] + self.max_hops * params[cost.P_HOP_LAT]
+               + params[cost.P_OP_OVERHEAD])
+        return (per * self.present).sum(axis=1)
+
+
+def _pairs(src_tiles, src_lo, src_hi, dst_tiles, dst_lo, dst_hi, op: int):
+    """gather_rows: every (source range, destination range) overlap becomes src -> dst of overlap x ACT_BYTES."""
+    s_t, d_t = np.meshgrid(np.asarray(src_tiles), np.asarray(dst_tiles), indexing="ij")
+    ov = (np.minimum(np.asarray(src_hi)[:, None], np.asarray(dst_hi)[None, :])
+          - np.maximum(np.asarray(src_lo)[:, None], np.asarray(dst_lo)[None, :]))
+    keep = (ov > 0) & (s_t != d_t)
+    return s_t[keep], d_t[keep], ov[keep] * ACT_BYTES, np.full(int(keep.sum()), op)
+
+
+@njit(cache=True, nogil=True)
+def _stats(src, dst, nbytes, op, n_ops, geometry, hops, n_tiles, load, buf):
+    worst = np.zeros(n_ops)
+    hmax = np.zeros(n_ops)
+    present = np.zeros(n_ops)
+    hop_bytes = 0.0
+    rd = np.zeros(n_tiles)
+    wr = np.zeros(n_tiles)
+    for k in range(n_ops):
+        load[:] = 0.0
+        for i in range(len(src)):
+            if op[i] != k:
+                continue
+            h = route_links(src[i], dst[i], geometry, buf)
+            for j in range(h):
+                load[buf[j]] += nbytes[i]
+            hop_bytes += nbytes[i] * h
+            rd[src[i]] += nbytes[i]
+            wr[dst[i]] += nbytes[i]
+            present[k] = 1.0
+            if hops[src[i], dst[i]] > hmax[k]:
+                hmax[k] = hops[src[i], dst[i]]
+        worst[k] = load.max()
+    return worst, hmax, present, hop_bytes, rd, wr
+
+
+@lru_cache(maxsize=64)
+def _attention_shards(n_tiles: int, config: ModelConfig, precision: str):
+    cfg1 = replace(config, n_layers=1, name="")
+    groups = _groups(n_tiles, 1, "tensor")
+    shards, _ = _shard(cfg1, tensor_table(cfg1, precision), groups, [0])
+    own: dict[str, list] = {}
+    for s in shards:
+        own.setdefault(s.tensor, []).append(s)
+    return np.asarray(groups[0]), tuple(tuple(own[f"blk.0.{n}.weight"]) for n in ("attn_q", "attn_k", "attn_v",
+                                                                                  "attn_output"))
+
+
+def send_pairs(n_tiles: int, config: ModelConfig, precision: str, offset: int) -> list[tuple[np.ndarray, ...]]:
+    """(src, dst, bytes per column) of the three attention SENDs of a layer whose kv-heads sit at ``offset``."""
+    g, (q, k, v, wo) = _attention_shards(n_tiles, replace(config, n_layers=1, name=""), precision)
+    H, hd = config.n_kv_heads, config.head_dim
+    n_rep = config.n_heads // H
+    hq = np.arange(H) * n_rep * hd
+    hk = np.arange(H) * hd
+    homes = g[(offset + np.arange(H)) % len(g)]
+    kv = k + v
+    return [_pairs([s.tile for s in q], [s.r0 for s in q], [s.r1 for s in q], homes, hq, hq + n_rep * hd, 0)[:3],
+            _pairs([s.tile for s in kv], [s.r0 for s in kv], [s.r1 for s in kv], homes, hk, hk + hd, 1)[:3],
+            _pairs(homes, hq, hq + n_rep * hd, [s.tile for s in wo], [s.k0 for s in wo], [s.k1 for s in wo], 2)[:3]]
+
+
+@lru_cache(maxsize=64)
+def send_stats(rows: int, cols: int, kind: str, n_tiles: int, config: ModelConfig, precision: str,
+               offsets: tuple[int, ...]) -> SendStats:
+    """SendStats of one layer of ``config`` (a chip's slice) on the chip's tensor group at each kv offset."""
+    topo = topology(rows, cols, kind, min(n_tiles, 64))
+    load = np.zeros(topo.n_links)
+    buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
+    O = len(offsets)
+    out = [np.zeros((O, N_SENDS)), np.zeros((O, N_SENDS)), np.zeros((O, N_SENDS)), np.zeros(O),
+           np.zeros((O, topo.n_tiles)), np.zeros((O, topo.n_tiles))]
+    for i, o in enumerate(offsets):
+        parts = send_pairs(n_tiles, config, precision, o)
+        src, dst, nb = (np.concatenate([p[j] for p in parts]) for j in range(3))
+        op = np.concatenate([np.full(len(p[0]), j) for j, p in enumerate(parts)])
+        res = _stats(src.astype(np.int64), dst.astype(np.int64), nb.astype(np.float64), op.astype(np.int64),
+                     N_SENDS, topo.geometry, topo.hops, topo.n_tiles, load, buf)
+        for arr, val in zip(out, res):
+            arr[i] = val
+    for a in out:
+        a.setflags(write=False)
+    return SendStats(offsets, *out)
+
+
+@lru_cache(maxsize=64)
+def embed_cycles_by_owner(rows: int, cols: int, kind: str, n_tiles: int, config: ModelConfig, precision: str,
+                          link_bpc: float, hop_lat: float, overhead: float) -> tuple[np.ndarray, np.ndarray]:
+    """A one-token EMBED (executor: the owner of the token's row sends ``dim`` fp32 values to every other group
+    tile) for each token id's owner: (cycles per token id (V,), byte-hops per token id (V,))."""
+    cfg1 = replace(config, n_layers=1, name="")
+    groups = _groups(n_tiles, 1, "tensor")
+    g = np.asarray(groups[0])
+    shards, _ = _shard(cfg1, tensor_table(cfg1, precision), groups, [0])
+    emb = [s for s in shards if s.tensor == "token_embd.weight"]
+    topo = topology(rows, cols, kind, min(n_tiles, 64))
+    load = np.zeros(topo.n_links)
+    buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
+    V = cfg1.vocab_size
+    cyc, hb = np.zeros(V), np.zeros(V)
+    nb = float(cfg1.dim * 4)
+    for s in emb:
+        dst = g[g != s.tile]
+        src = np.full(len(dst), s.tile)
+        w, h, _, hop_bytes, _, _ = _stats(src.astype(np.int64), dst.astype(np.int64), np.full(len(dst), nb),
+                                          np.zeros(len(dst), np.int64), 1, topo.geometry, topo.hops, topo.n_tiles,
+                                          load, buf)
+        cyc[s.r0:s.r1] = w[0] / link_bpc + h[0] * hop_lat + overhead
+        hb[s.r0:s.r1] = hop_bytes
+    return cyc, hb
