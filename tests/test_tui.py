@@ -146,12 +146,13 @@ def test_change_chip_precision_and_bad_model(bench, tmp_path):
 
 @pytest.fixture
 def long_bench(tmp_path) -> Bench:
-    """A random model with a 4096-token context, so a run never hits the end while the test watches."""
+    """A random model with a 65536-token context, so a run never hits the end while the test watches
+    (4096 tokens take the emulator about a second, less than a slow first frame can keep a test waiting)."""
     from workbench.model.config import ModelConfig
     from workbench.model.gguf_io import write_gguf
     from workbench.model.load import random_model
 
-    cfg = ModelConfig("long", dim=64, hidden_dim=172, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, seq_len=4096)
+    cfg = ModelConfig("long", dim=64, hidden_dim=172, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=96, seq_len=65536)
     write_gguf(tmp_path / "long.gguf", random_model(cfg, seed=3, fmt="f32"))
     return Bench(BenchOptions(model=str(tmp_path / "long.gguf"), prompt="5 6 7"))
 
@@ -394,3 +395,101 @@ def test_output_view_appends_restyles_and_jumps_half_a_view():
             assert "w399" in "".join(seg.text for seg in v.render_line(last))
 
     asyncio.run(go())
+
+
+SESSION_WITH_MARKS = """
+chip = "teaching-4x4"
+model = "{model}"
+[options]
+prompt = "1 2 3"
+[[steps]]
+generate = 4
+[[steps]]
+mark = "four"
+[[steps]]
+generate = 3
+[[steps]]
+expect = {{ at = "four", tokens_per_s_above = 1, ms_per_token_below = 1e9 }}
+[[steps]]
+project = {{ mark = "h100", chip = "nvidia-h100-sxm", model = "llama-3.1-8b", precision = "fp8" }}
+[[steps]]
+expect = {{ at = "h100", text_contains = "bound by", ratio = {{ metric = "tokens_per_s", mark = "h100", over = "four", at_least = 1e9 }} }}
+"""
+
+
+def test_session_marks_expectations_and_projections_match_the_headless_replay(stories260k, tmp_path):
+    """The TUI keeps windows, marks, expectations and projections exactly as `asicbench replay` does."""
+    from workbench.session.runner import replay
+    from workbench.session.spec import parse_session
+
+    path = tmp_path / "s.toml"
+    path.write_text(SESSION_WITH_MARKS.format(model=stories260k))
+    spec = parse_session(tomllib.loads(path.read_text()), path, base=tmp_path)
+    headless = replay(spec)
+
+    async def go():
+        app = WorkbenchApp(Bench(spec.options, base=tmp_path), session=[(s.name, s.value) for s in spec.steps])
+        async with app.run_test(size=(100, 30), notifications=True) as pilot:
+            await settle(pilot, app)
+            marks = app.driver.ledger.marks
+            assert set(marks) == set(headless.marks) == {"four", "h100"}
+            for name in marks:
+                for key in ("tokens", "tokens_per_s", "joules_per_token", "ttft_s", "text", "seconds", "joules"):
+                    assert marks[name].get(key) == headless.marks[name].get(key), (name, key)
+            titles = [n.title for n in app._notifications]
+            assert "projection (kept as a mark)" in titles
+            expectations = [n for n in app._notifications if n.title == "expectations"]
+            assert [n.severity for n in expectations] == ["information", "warning"]  # the second has an impossible ratio
+            assert "✗ tokens_per_s[h100] / tokens_per_s[four]" in expectations[-1].message
+            assert "expect: 1/2 hold" in text_of(app, "#status")
+            await pilot.press("q")
+
+    asyncio.run(go())
+    assert [o.message for o in headless.outcomes][-1] == "expect: 1/2 hold"
+
+
+def test_project_key_projects_a_big_model_and_the_session_saves_it(bench, tmp_path):
+    async def go():
+        app = WorkbenchApp(bench)
+        async with app.run_test(size=(100, 30), notifications=True) as pilot:
+            await pilot.press("P")
+            await pilot.pause()
+            inp = app.screen.query_one(Input)
+            assert "llama-3.1-70b" in inp.value  # a filled-in example of the one-line form
+            inp.value = "groq-lpu-x576 llama-3.1-70b precision=int4 chips=288"
+            inp.focus()
+            await pilot.press("enter")
+            await settle(pilot, app)
+            shown = [n for n in app._notifications if n.title == "projection (kept as a mark)"]
+            assert shown and "288 x groq-lpu-x576" in shown[-1].message and "tok/s" in shown[-1].message
+            assert "projection-1" in app.driver.ledger.marks
+            # bad input: one line naming what is wrong; the workbench keeps running
+            await pilot.press("P")
+            await pilot.pause()
+            inp = app.screen.query_one(Input)
+            inp.value = "groq-lpu-x576 llama-3.1-70b precision=int3"
+            inp.focus()
+            await pilot.press("enter")
+            await settle(pilot, app)
+            errors = [n for n in app._notifications if n.severity == "error"]
+            assert errors and "int3" in errors[-1].message and "\n" not in errors[-1].message
+            await pilot.press("n")
+            await settle(pilot, app)
+            assert len(app.driver.bench.machine.generated[0]) == 1
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            inp = app.screen.query_one(Input)
+            inp.value = str(tmp_path / "p.toml")
+            await pilot.press("enter")
+            await pilot.pause()
+            await pilot.press("q")
+
+    asyncio.run(go())
+    doc = tomllib.loads((tmp_path / "p.toml").read_text())
+    assert doc["steps"][0] == {"project": {"mark": "projection-1", "chip": "groq-lpu-x576", "model": "llama-3.1-70b",
+                                           "precision": "int4", "chips": 288}}
+    from workbench.session.runner import replay
+    from workbench.session.spec import parse_session
+
+    again = replay(parse_session(doc, tmp_path / "p.toml", base=tmp_path))
+    assert "288 x groq-lpu-x576" in again.marks["projection-1"]["text"]

@@ -142,43 +142,47 @@ def counter_totals(chip, c: Counters) -> dict[str, object]:
     }
 
 
-class Replay:
-    """Drives one session. ``on_outcome(outcome)`` is called after every step; ``trace`` (export.TraceRecorder)
-    makes token steps run op by op while it wants more (the same ops, so the same results)."""
+class Ledger:
+    """Windows, marks and expectations over a bench that something else drives: a Replay, or the TUI's driver.
 
-    def __init__(self, spec: SessionSpec, *, on_outcome: Callable[[Outcome], None] | None = None, trace=None):
-        self.spec = spec
-        self.on_outcome = on_outcome
-        self.trace = trace
-        self.outcomes: list[Outcome] = []
+    Call ``start_segment()`` after every recompile or reset and ``commit()`` before one; ``mark``, ``expect``
+    and ``project`` read the machine's own history and counters, however its tokens were produced."""
+
+    def __init__(self, bench: Bench | None = None):
+        self.bench = bench
         self.marks: dict[str, dict] = {}
-        self.segments: list[Segment] = []
-        self.bench: Bench | None = None
         self._window = Window()
         self._refs: dict[int, dict] = {}
-        self.token_rows: list[dict] = []   # one per token step: chip time/energy and counter deltas
-        self._row_counters: Counters | None = None
+        if bench is not None:
+            self.start_segment()
 
-    # -- windows -----------------------------------------------------------------------------------
-    def _start_segment(self) -> None:
+    def start_segment(self) -> None:
         m = self.bench.machine
         self._seg_counters = m.counters.copy()
         self._seg_hist = len(m.history)
         self._seg_gen = len(m.generated[0])
-        self._row_counters = m.counters.copy()
-        if self.trace is not None:
-            self.trace.begin_segment(m)
 
-    def _after_token(self, toks) -> None:
-        m = self.bench.machine
-        rec, d = m.history[-1], m.counters.minus(self._row_counters)
-        self._row_counters = m.counters.copy()
-        self.token_rows.append({
-            "segment": len(self.segments), "pos": m.pos, "prefill": rec.prefill, "token": toks[0],
-            "text": self.bench.decode([toks[0]]), "cycles": rec.cycles, "seconds": rec.seconds, "joules": rec.joules,
-            "macs": int(d.tile_macs.sum()), "vector_ops": int(d.tile_vec.sum()), "sram_read_bytes": int(d.sram_rd.sum()),
-            "sram_write_bytes": int(d.sram_wr.sum()), "offchip_bytes": int(d.off_rd.sum() + d.off_wr.sum()),
-            "hop_bytes": int(d.hop_bytes[0]), "kv_tokens_spilled": int(m.kv_occupancy()[1].max())})
+    def commit(self) -> None:
+        """Fold the current machine's activity into the open window and start counting afresh."""
+        self._window = self._fold(self._window)
+        self.start_segment()
+
+    def mark(self, name: str) -> str:
+        """Close the window since the previous mark under ``name``; one line saying what it measured."""
+        self.commit()
+        metrics = self._window.metrics()
+        metrics["counters"] = counter_totals(self.bench.chip, self.bench.machine.counters)
+        self.marks[name] = metrics
+        self._window = Window()
+        return f"mark {name}: {_summary(metrics)}"
+
+    def project(self, params: dict) -> str:
+        """Project a big model (bench.projection_params) and keep the result as mark ``params['mark']``."""
+        from ..bench import projection_metrics
+
+        metrics = projection_metrics(self.bench.project(params))
+        self.marks[params["mark"]] = metrics
+        return f"{params['mark']}: {metrics['text']}; {_summary(metrics)}"
 
     def _fold(self, base: Window) -> Window:
         """``base`` plus the current machine's activity since the window (or segment) started."""
@@ -213,10 +217,6 @@ class Replay:
             w.compared += n
         return w
 
-    def _commit(self) -> None:
-        self._window = self._fold(self._window)
-        self._start_segment()
-
     def _agreement(self, start: int, stop: int) -> tuple[int, int]:
         """Teacher-forced top-1 agreement of generated tokens start:stop (sequence 0) with the f32 reference."""
         from ..model.reference import forward_full, load_weights
@@ -233,6 +233,68 @@ class Replay:
         got = np.asarray(m.generated[0][start:stop])
         return int((pred == got).sum()), stop - start
 
+    def expect(self, checks) -> tuple[str, list[tuple[Check, object, bool, str]]]:
+        """Evaluate an expect step's Checks: a headline ("expect: 2/3 hold") and (check, value, ok, message)."""
+        open_window = self._fold(self._window).metrics()
+        results = []
+        for chk in checks:
+            metrics = self.marks[chk.at] if chk.at else open_window
+            if chk.kind == "text":
+                found = chk.bound in metrics["text"]
+                ok = found if chk.metric == "text_contains" else not found
+                msg = f"text {'contains' if found else 'does not contain'} {chk.bound!r}"
+                results.append((chk, metrics["text"], ok, msg))
+                continue
+            if chk.kind == "ratio":
+                num, den = self.marks[chk.at][chk.metric], self.marks[chk.over][chk.metric]
+                value = num / den if num is not None and den else None
+            else:
+                value = metrics[chk.metric]
+            if value is None:
+                results.append((chk, None, False, f"{chk.describe()}: undefined in this window"
+                                                  f" (no decode step or nothing to compare)"))
+                continue
+            ok = _compare(value, chk.op, chk.bound)
+            margin = value - chk.bound
+            rel = f" ({margin / chk.bound:+.1%})" if chk.bound else ""
+            msg = f"{chk.describe()}: found {value:.6g}, {'holds' if ok else 'FAILS'} by {abs(margin):.4g}{rel}"
+            results.append((chk, value, ok, msg))
+        fails = sum(not r[2] for r in results)
+        return f"expect: {len(results) - fails}/{len(results)} hold", results
+
+
+class Replay(Ledger):
+    """Drives one session. ``on_outcome(outcome)`` is called after every step; ``trace`` (export.TraceRecorder)
+    makes token steps run op by op while it wants more (the same ops, so the same results)."""
+
+    def __init__(self, spec: SessionSpec, *, on_outcome: Callable[[Outcome], None] | None = None, trace=None):
+        self.spec = spec
+        self.on_outcome = on_outcome
+        self.trace = trace
+        super().__init__()
+        self.outcomes: list[Outcome] = []
+        self.segments: list[Segment] = []
+        self.token_rows: list[dict] = []   # one per token step: chip time/energy and counter deltas
+        self._row_counters: Counters | None = None
+
+    def start_segment(self) -> None:
+        super().start_segment()
+        m = self.bench.machine
+        self._row_counters = m.counters.copy()
+        if self.trace is not None:
+            self.trace.begin_segment(m)
+
+    def _after_token(self, toks) -> None:
+        m = self.bench.machine
+        rec, d = m.history[-1], m.counters.minus(self._row_counters)
+        self._row_counters = m.counters.copy()
+        self.token_rows.append({
+            "segment": len(self.segments), "pos": m.pos, "prefill": rec.prefill, "token": toks[0],
+            "text": self.bench.decode([toks[0]]), "cycles": rec.cycles, "seconds": rec.seconds, "joules": rec.joules,
+            "macs": int(d.tile_macs.sum()), "vector_ops": int(d.tile_vec.sum()), "sram_read_bytes": int(d.sram_rd.sum()),
+            "sram_write_bytes": int(d.sram_wr.sum()), "offchip_bytes": int(d.off_rd.sum() + d.off_wr.sum()),
+            "hop_bytes": int(d.hop_bytes[0]), "kv_tokens_spilled": int(m.kv_occupancy()[1].max())})
+
     def _close_segment(self) -> None:
         b, m = self.bench, self.bench.machine
         self.segments.append(Segment(
@@ -248,7 +310,7 @@ class Replay:
             self.bench = Bench(self.spec.options, base=self.spec.base)
         except WorkbenchError as exc:
             raise SessionError(f"cannot set up the bench: {exc}", source=self.spec.source) from None
-        self._start_segment()
+        self.start_segment()
         for step in self.spec.steps:
             try:
                 outcome = self._do(step)
@@ -261,7 +323,7 @@ class Replay:
                 self.trace.instant(self.bench.machine, f"{step.number} {step.name}", outcome.message)
             if self.on_outcome is not None:
                 self.on_outcome(outcome)
-        self._commit()
+        self.commit()
         self._close_segment()
         return ReplayResult(self.spec, self.outcomes, self.marks, self.segments, self._final(), self.token_rows)
 
@@ -322,33 +384,24 @@ class Replay:
             made = f"; token {b.decode(done[:1])!r}" if done else ""
             return Outcome(step, f"{name.replace('_', ' ')} x{value}: at {where}{made}")
         if name == "reset":
-            self._commit()
+            self.commit()
             self._close_segment()
             b.machine.set_prompt(b.prompt_ids)
-            self._start_segment()
+            self.start_segment()
             return Outcome(step, "reset: KV cache emptied, counters zeroed, prompt queued")
         if name == "note":
             return Outcome(step, value)
         if name == "mark":
-            self._commit()
-            metrics = self._window.metrics()
-            metrics["counters"] = counter_totals(b.chip, b.machine.counters)
-            self.marks[value] = metrics
-            self._window = Window()
-            return Outcome(step, f"mark {value}: {_summary(metrics)}")
+            return Outcome(step, self.mark(value))
         if name == "expect":
-            return self._expect(step)
+            return Outcome(step, *self.expect(step.value))
         if name == "project":
-            from ..bench import projection_metrics
-
-            metrics = projection_metrics(b.project(value))
-            self.marks[value["mark"]] = metrics
-            return Outcome(step, f"{value['mark']}: {metrics['text']}; {_summary(metrics)}")
+            return Outcome(step, self.project(value))
         # an option: recompile (the old machine's activity stays in the window)
-        self._commit()
+        self.commit()
         self._close_segment()
         status = b.set(name, value)
-        self._start_segment()
+        self.start_segment()
         return Outcome(step, status)
 
     def _generate(self, value) -> str:
@@ -370,36 +423,6 @@ class Replay:
         speed = f", {1e3 * sum(ms) / len(ms):.4g} ms/token" if ms else ""
         text = b.decode(made) if made else ""
         return (f"generated {len(made)} token(s){' until ' + why if why else ''}{speed}: {text!r}")
-
-    def _expect(self, step: Step) -> Outcome:
-        open_window = self._fold(self._window).metrics()
-        results = []
-        for chk in step.value:
-            metrics = self.marks[chk.at] if chk.at else open_window
-            if chk.kind == "text":
-                found = chk.bound in metrics["text"]
-                ok = found if chk.metric == "text_contains" else not found
-                msg = f"text {'contains' if found else 'does not contain'} {chk.bound!r}"
-                results.append((chk, metrics["text"], ok, msg))
-                continue
-            if chk.kind == "ratio":
-                num, den = self.marks[chk.at][chk.metric], self.marks[chk.over][chk.metric]
-                value = num / den if num is not None and den else None
-            else:
-                value = metrics[chk.metric]
-            if value is None:
-                results.append((chk, None, False, f"{chk.describe()}: undefined in this window"
-                                                  f" (no decode step or nothing to compare)"))
-                continue
-            ok = _compare(value, chk.op, chk.bound)
-            margin = value - chk.bound
-            rel = f" ({margin / chk.bound:+.1%})" if chk.bound else ""
-            msg = f"{chk.describe()}: found {value:.6g}, {'holds' if ok else 'FAILS'} by {abs(margin):.4g}{rel}"
-            results.append((chk, value, ok, msg))
-        fails = sum(not r[2] for r in results)
-        head = f"expect: {len(results) - fails}/{len(results)} hold"
-        return Outcome(step, head, results)
-
 
 def _compare(value: float, op: str, bound: float) -> bool:
     return {"<": value < bound, ">": value > bound, ">=": value >= bound, "<=": value <= bound}[op]

@@ -258,6 +258,13 @@ def _run_pool(job: _Job, chunker: _Chunker, workers: int, collect) -> None:
                     pending.add(pool.submit(_worker_chunk, chunk))
     except BrokenProcessPool:
         raise WorkbenchError("a sweep worker process died (out of memory?); rerun to resume") from None
+    except KeyboardInterrupt:
+        # What finished is already collected; chunks still running are rerun on resume. Stop the workers
+        # outright: a graceful shutdown after Ctrl-C can lose its stop sentinels in the call queue and
+        # leave the exit waiting forever on idle workers (seen on CPython 3.11).
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

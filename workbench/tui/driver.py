@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..bench import Bench
+from ..bench import Bench, parse_projection_text
 from ..commands import BY_NAME
 from ..counters import Counters, Snapshot
 from ..errors import WorkbenchError
+from ..session.runner import Ledger
 
 FRAME_INTERVAL_S = 1 / 15     # at most 15 frames a second while running (the UI shows at most 15)
 RUN_SLICE_S = 0.02            # while running, the job queue is looked at between slices of tokens this long
@@ -120,6 +121,8 @@ class Driver:
         self.status = ""
         self.note: str | None = None
         self._after_rebuild()
+        self.ledger = Ledger(bench)                  # marks, expectations and projections, as a replay keeps them
+        self._projections = 0
 
     # -- called from the UI thread --------------------------------------------------------------
     def submit(self, name: str, value=None) -> None:
@@ -205,8 +208,7 @@ class Driver:
             where = f"pc {m.pc}/{len(m.program.ops)}" if m.in_pass else "token done"
             self._set_status(f"{name.replace('_', ' ')}: {where}")
         elif name == "reset":
-            m.set_prompt(self.bench.prompt_ids)
-            self._after_rebuild()
+            self._rebuild(lambda: m.set_prompt(self.bench.prompt_ids))
             self._record("reset", True)
             self._set_status("reset: KV cache emptied, counters zeroed, prompt queued")
         elif name == "note":
@@ -214,13 +216,38 @@ class Driver:
             self.waiting_note.set()
             self.events.put(("note", self.note))
         elif name == "mark":
-            self._set_status(f"mark {value}: {m.snapshot().joules:.3g} J, {len(m.generated[0])} tokens")
+            self._set_status(self.ledger.mark(str(value)))
             self._record("mark", str(value))
+        elif name == "expect":
+            head, results = self.ledger.expect(value)
+            lines = [("✓ " if ok else "✗ ") + msg for _, _, ok, msg in results]
+            self.events.put(("expect" if all(r[2] for r in results) else "expect-failed", "\n".join([head, *lines])))
+            self._set_status(head)
+            self._record("expect", value)
+        elif name == "project":
+            if isinstance(value, dict):
+                params = value
+            else:
+                self._projections += 1
+                params = parse_projection_text(str(value or ""), default_mark=f"projection-{self._projections}")
+            line = self.ledger.project(params)
+            self.events.put(("projection", line))
+            self._set_status(line)
+            self._record("project", params)
         else:  # an option: recompile and reset
-            msg = self.bench.set(name, value)
-            self._after_rebuild()
+            msg = self._rebuild(lambda: self.bench.set(name, value))
             self._record(name, getattr(self.bench.options, name))
             self._set_status(msg)
+
+    def _rebuild(self, change):
+        """Recompile or reset through ``change()``: the open window keeps what the old machine did. On an
+        error the bench has already restored its old options on a fresh machine, so counting restarts either way."""
+        self.ledger.commit()
+        try:
+            return change()
+        finally:
+            self._after_rebuild()
+            self.ledger.start_segment()
 
     def _generate(self, n: int, until_eos: bool = False) -> int:
         done = 0

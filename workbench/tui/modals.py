@@ -30,8 +30,8 @@ class ValueScreen(ModalScreen[str | None]):
 
     def compose(self):
         with Vertical(id="dialog"):
-            yield Label(self.title_text, id="dialog-title")
-            yield Label(self.help_text, classes="dim")
+            yield Label(self.title_text, id="dialog-title", markup=False)
+            yield Label(self.help_text, classes="dim", markup=False)
             if self.choices:
                 yield OptionList(*[Option(c, id=c) for c in self.choices], id="dialog-choices")
             yield Input(value=self.value, id="dialog-input",
