@@ -100,17 +100,33 @@ def rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def llama2c_tokens_per_s(run_c: Path, model: Path, steps: int, runs: int) -> float | None:
-    """Compile run.c with gcc -O3 and time greedy generation of ``steps`` tokens (median of runs)."""
+def build_llama2c(run_c: Path) -> Path:
     exe = Path(tempfile.mkdtemp()) / "run"
     subprocess.run(["gcc", "-O3", "-o", str(exe), str(run_c), "-lm"], check=True)
-    rates = []
-    for _ in range(runs):
-        cmd = [str(exe), str(model), "-t", "0", "-n", str(steps), "-z", str(TOKENIZER)]
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        rates.append(steps / (time.perf_counter() - t0))  # process start-up included, as a user sees it
-    return statistics.median(rates)
+    return exe
+
+
+def llama2c_tokens_per_s(exe: Path, model: Path, steps: int) -> float:
+    """One greedy generation of ``steps`` tokens by llama2.c's run.c, process start-up included (as a user sees it)."""
+    cmd = [str(exe), str(model), "-t", "0", "-n", str(steps), "-z", str(TOKENIZER)]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return steps / (time.perf_counter() - t0)
+
+
+def paired_ratios(exe: Path, chip, model, steps: int, rounds: int) -> dict[str, list[float]]:
+    """Rounds of (llama2.c, machine f32, machine int8) back to back; each ratio is taken within one round, so a
+    neighbour's load on these shared cores falls on both sides of it."""
+    ratios: dict[str, list[float]] = {"f32": [], "int8": []}
+    c_rates = []
+    for _ in range(rounds):
+        ref = llama2c_tokens_per_s(exe, STORIES, steps)
+        c_rates.append(ref)
+        for prec in ratios:
+            rate, _, _ = machine_tokens_per_s(chip, model, prec, steps, 1)
+            ratios[prec].append(rate / ref)
+    ratios["llama2c"] = c_rates
+    return ratios
 
 
 def main() -> None:
@@ -147,10 +163,13 @@ def main() -> None:
         del model
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10:.0f} MiB")
     if args.llama2c:
-        rate = llama2c_tokens_per_s(args.llama2c, STORIES, args.tokens, args.runs)
-        print(f"llama2.c run.c -O3 stories260K  {rate:8.0f} tok/s (process start-up included)")
+        r = paired_ratios(build_llama2c(args.llama2c), chip, load_model(STORIES), args.tokens, max(args.runs, 5))
+        print(f"llama2.c run.c -O3 stories260K  {statistics.median(r['llama2c']):8.0f} tok/s (median; process start-up"
+              f" included)")
         for prec in ("f32", "int8"):
-            print(f"  machine {prec} / llama2.c = {ours[('stories260K', prec)] / rate:.2f}")
+            vals = sorted(r[prec])
+            print(f"  machine {prec} / llama2.c = {statistics.median(vals):.2f} (median of {len(vals)} paired rounds;"
+                  f" range {vals[0]:.2f}-{vals[-1]:.2f})")
     if args.profile:
         model = load_model(STORIES)
         for prec in ("int8", "f32"):
