@@ -126,13 +126,11 @@ def replay_command(
         raise typer.Exit(1)
 
 
-def _open_tui(spec) -> None:
+def tui_session(spec):
+    """The options and (command, value) steps the TUI plays for ``spec``: files named relative to the session's
+    folder become absolute paths, so the app finds them from any working directory."""
     from dataclasses import replace
 
-    try:
-        from ..tui.app import run_app
-    except ModuleNotFoundError as exc:
-        raise fail(f"the TUI is not available ({exc.name} is missing)")
     o = spec.options
     base = spec.base or Path(".")
     resolved = {k: str((base / v).resolve()) for k, v in (("chip", o.chip), ("model", o.model), ("tokenizer", o.tokenizer))
@@ -143,7 +141,16 @@ def _open_tui(spec) -> None:
         if st.name in ("chip", "model") and isinstance(value, str) and (base / value).exists():
             value = str((base / value).resolve())
         steps.append((st.name, value))
-    run_app(replace(o, **resolved), session=steps)
+    return replace(o, **resolved), steps
+
+
+def _open_tui(spec) -> None:
+    try:
+        from ..tui.app import run_app
+    except ModuleNotFoundError as exc:
+        raise fail(f"the TUI is not available ({exc.name} is missing)")
+    options, steps = tui_session(spec)
+    run_app(options, session=steps)
 
 
 def register(app: typer.Typer) -> None:

@@ -122,6 +122,7 @@ class Driver:
         self.note: str | None = None
         self._after_rebuild()
         self.ledger = Ledger(bench)                  # marks, expectations and projections, as a replay keeps them
+        self.checked: list[list] = []                # each expect step's (check, value, ok, message) rows
         self._projections = 0
 
     # -- called from the UI thread --------------------------------------------------------------
@@ -220,6 +221,7 @@ class Driver:
             self._record("mark", str(value))
         elif name == "expect":
             head, results = self.ledger.expect(value)
+            self.checked.append(results)
             lines = [("✓ " if ok else "✗ ") + msg for _, _, ok, msg in results]
             self.events.put(("expect" if all(r[2] for r in results) else "expect-failed", "\n".join([head, *lines])))
             self._set_status(head)
