@@ -33,7 +33,8 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=30)
     n = ap.parse_args().calls
     cfg = load_spec("llama-3.1-70b")
-    for name in ("nvidia-h100-sxm", "nvidia-h100-x8", "tenstorrent-wormhole-galaxy", "groq-lpu-x576"):
+    for name in ("nvidia-h100-sxm", "nvidia-h100-x8", "tenstorrent-wormhole-galaxy", "groq-lpu-x576",
+                 "cerebras-cs3-x4"):
         chip = load_chip(name)
         prec = "int4" if name.startswith("groq") else "int8"
         rate(f"warm  {name} 70B {prec}", [lambda: project(chip, cfg, precision=prec)] * n)

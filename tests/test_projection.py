@@ -206,3 +206,77 @@ def test_cli_json_and_bad_flag():
     bad = subprocess.run(run + ["project", "--chip", "nvidia-h100-x8", "--model", "llama-3.1-70b", "--batch", "0"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# On-chip pipeline groups (placement.place_stage): an SRAM-only chip with more tiles than one tensor group spreads
+# a stage's layers over consecutive groups of tiles, as the compiler's pipeline/hybrid mappings lay them out.
+
+WAFER2 = ModelConfig(name="wafer2", dim=256, hidden_dim=768, n_layers=2, n_heads=8, n_kv_heads=4, vocab_size=512,
+                     seq_len=256)
+
+
+def _small_wafer(sram_kib: float):
+    """cerebras-wse3 cut to 8 x 16 tiles: two groups of 64 tiles that are translates of each other."""
+    base = load_chip("cerebras-wse3")
+    return replace(base, name="wafer-8x16", mesh=replace(base.mesh, rows=8, cols=16, physical_cores=0),
+                   tile=replace(base.tile, sram_kib=sram_kib))
+
+
+def test_onchip_groups_agree_with_emulating_the_compilers_hybrid_placement():
+    """Two layers that one 64-tile group cannot hold: the compiler's hybrid mapping (layer l on group l, the
+    hidden state sent from group 0's first tile to every tile of group 1) is emulated numerically; the projection
+    places the same stage on two groups and agrees within 2% (decode time and energy, TTFT)."""
+    chip = _small_wafer(48)
+    opts = CompileOptions(precision="int8", mapping="tensor", context=PROMPT + GEN + 1, prefill_chunk=PROMPT)
+    with pytest.raises(CompileError):
+        compile_plan(chip, WAFER2, opts)
+    model = random_model(WAFER2, seed=3)
+    opts = replace(opts, mapping="hybrid")
+    m = Machine(chip, model, opts)
+    assert [len(g) for g in m.plan.groups] == [64, 64] and m.plan.layer_group == [0, 1]
+    m.set_prompt(prompt_tokens(PROMPT, m.options.prefill_chunk, WAFER2.vocab_size))
+    m.feed(0)
+    for t in spread_tokens(GEN, WAFER2.vocab_size):
+        m.feed(t)
+    dec = [h for h in m.history if not h.prefill]
+    p = project(chip, WAFER2, precision="int8", prompt_len=PROMPT, gen_len=GEN, chips=1, prefill_chunk=PROMPT)
+    assert p.fits and p.onchip_groups == 2
+    assert p.seconds_per_token == pytest.approx(np.mean([h.seconds for h in dec]), rel=AGREE)
+    assert p.joules_per_token == pytest.approx(np.mean([h.joules for h in dec]), rel=AGREE)
+    assert p.ttft_s == pytest.approx(m.ttft_s, rel=AGREE)
+    # a tile too small for the hybrid placement: neither the compiler nor the projection accepts it
+    tight = _small_wafer(28)
+    with pytest.raises(CompileError):
+        compile_plan(tight, WAFER2, opts)
+    assert not project(tight, WAFER2, precision="int8", prompt_len=PROMPT, gen_len=GEN, chips=1,
+                       prefill_chunk=PROMPT).fits
+
+
+def test_cerebras_cs3_x4_holds_70b_int8():
+    """4 x 44 GB of SRAM hold 70B at 8.5 bits (Cerebras serves it on 4 CS-3, chip-specs.md C9 and note 13)."""
+    from workbench.machine.tensors import tensor_table
+
+    cfg = load_spec("llama-3.1-70b")
+    p = project(load_chip("cerebras-cs3-x4"), cfg, precision="int8")
+    model_bytes = sum(t.nbytes for t in tensor_table(cfg, "int8").values())
+    assert p.fits and p.chips == 4 and p.bound != "capacity"
+    assert p.fit["weights"] == pytest.approx(model_bytes / 4, rel=0.05)
+    assert p.fit["weights"] + p.fit["kv"] + p.fit["activations"] <= p.fit["capacity"] == pytest.approx(44e9, rel=1e-6)
+    assert p.onchip_groups > 1 and "tile groups" in p.mapping
+    one = project(load_chip("cerebras-wse3"), load_spec("llama-3.1-8b"), precision="int8")
+    assert one.fits and one.chips == 1 and one.onchip_groups > 1
+
+
+def test_onchip_network_time_grows_with_groups_crossed():
+    """The same model on wafers with less SRAM per tile needs more groups; each extra group boundary adds a
+    send of the hidden state over the mesh (at least dim x 4 bytes through one link), nothing else changes."""
+    base, cfg = load_chip("cerebras-wse3"), load_spec("llama-3.1-8b")
+    runs = [project(replace(base, tile=replace(base.tile, sram_kib=base.tile.sram_kib * f)), cfg, precision="int8")
+            for f in (1.0, 0.6, 0.35)]
+    groups = [p.onchip_groups for p in runs]
+    noc = [p.phases_s["on-chip network"] for p in runs]
+    assert all(p.fits for p in runs) and groups[0] > 1 and groups == sorted(set(groups))
+    one_link_s = cfg.dim * 4 / base.noc.link_bytes_per_cycle / base.clock_hz
+    for i in (1, 2):
+        assert noc[i] - noc[i - 1] >= (groups[i] - groups[i - 1]) * one_link_s

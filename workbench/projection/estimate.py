@@ -9,6 +9,7 @@ scaled to the full depth; chip-to-chip collectives are costed analytically (coll
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
@@ -20,8 +21,8 @@ from ..errors import CompileError, WorkbenchError
 from ..model.config import ModelConfig
 from ..precision import EMULATED_PRECISIONS
 from . import collectives as cc
-from .kvroutes import embed_cycles_by_owner, send_stats
-from .placement import (layer_classes, layer_slots, per_col_act_bytes, place, slice_config, stages, topology,
+from .kvroutes import crossing_stats, embed_cycles_by_owner, send_stats
+from .placement import (layer_classes, layer_slots, per_col_act_bytes, place_stage, slice_config, stages, topology,
                         valid_tp)
 from .segments import Cost, decode_segments, machine_for, prefill_segments, zero_cost
 
@@ -62,6 +63,13 @@ class Projection:
     pp: int = 1
     energy_j: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+
+    @property
+    def onchip_groups(self) -> int:
+        """On-chip pipeline groups of tiles per chip (the most any stage uses), as ``mapping`` names them (kept out
+        of the fields so that results of one-group chips serialise as before)."""
+        found = re.search(r"(\d+) tile groups per chip", self.mapping)
+        return int(found.group(1)) if found else 1
 
     def to_dict(self) -> dict:
         def clean(v):
@@ -111,14 +119,15 @@ def arrangements(config: ModelConfig, n_chips: int, mapping: str) -> list[tuple[
     return pairs
 
 
-def _mapping_name(tp: int, pp: int) -> str:
+def _mapping_name(tp: int, pp: int, groups: int = 1) -> str:
+    on_chip = f", {groups} tile groups per chip" if groups > 1 else ""
     if tp == 1 and pp == 1:
-        return "single"
+        return "single" + on_chip
     if pp == 1:
-        return f"tensor tp{tp}"
+        return f"tensor tp{tp}" + on_chip
     if tp == 1:
-        return f"pipeline pp{pp}"
-    return f"hybrid tp{tp} x pp{pp}"
+        return f"pipeline pp{pp}" + on_chip
+    return f"hybrid tp{tp} x pp{pp}" + on_chip
 
 
 class _Layout:
@@ -133,9 +142,12 @@ class _Layout:
         out_bytes = float(tail[0].sum() if config.tied_embeddings else tail[1].sum())
         kinds = Counter(stages(config.n_layers, pp, float(slots.sum()), float(tail[0].sum()), out_bytes))
         cols = max(batch, chunk)
-        self.placements = [place(chip, self.slice, n, self.options, act_cols=cols, embed=e, output=o)
+        self.placements = [place_stage(chip, self.slice, n, self.options, act_cols=cols, embed=e, output=o)
                            for n, e, o in kinds]
         counts = list(kinds.values())
+        # (stages of this kind, its on-chip groups, group size): each pass crosses groups - 1 group boundaries
+        self.crossings = [(c, p.groups, p.group_tiles) for c, p in zip(counts, self.placements) if p.groups > 1]
+        self.groups = max(p.groups for p in self.placements)
         self.resident_layers = sum(c * p.resident_layers for c, p in zip(counts, self.placements))
         self.classes = layer_classes(self.placements, counts, slots, not chip.has_offchip)
         self.kv_capacity = np.mean([p.kv_capacity for p, k in zip(self.placements, kinds) if k[0]], axis=0)
@@ -184,6 +196,28 @@ def _kv_shift(chip, lay: _Layout, ncols: list[int]) -> Cost:
     z = np.zeros(T)
     return Cost(cyc, np.zeros((T, cost.N_PREC)), z, cols * (w @ st.sram_rd), cols * (w @ st.sram_wr), 0.0,
                 cols * float(w @ st.hop_bytes), cyc, z)
+
+
+def _group_sends(chip, lay: _Layout, ncols: list[int], like: Cost) -> Cost:
+    """The activation SENDs between a stage's on-chip pipeline groups, over passes of ``ncols`` columns, every
+    stage of the pass: cycles (NoC time), byte-hops and SRAM bytes (first group's tile numbering), one op each."""
+    out = Cost(0.0, np.zeros_like(like.macs), np.zeros_like(like.vec), np.zeros_like(like.vec),
+               np.zeros_like(like.vec), 0.0, 0.0, 0.0, np.zeros_like(like.vec))
+    if not lay.crossings:
+        return out
+    params = cost.cost_params(chip)
+    T = len(like.vec)
+    for count, groups, S in lay.crossings:
+        st = crossing_stats(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, S, groups, lay.slice.dim)
+        cyc = count * sum(float(st.cycles(params, n).sum()) for n in ncols)
+        cols = float(count * sum(ncols))
+        rd, wr, ops = np.zeros(T), np.zeros(T), np.zeros(T)
+        rd[:S] = st.sram_rd.sum(axis=0)
+        wr[:S] = st.sram_wr.sum(axis=0)
+        ops[0] = count * len(ncols) * (groups - 1)
+        out = out.combine(Cost(cyc, np.zeros_like(like.macs), np.zeros(T), cols * rd, cols * wr, 0.0,
+                               cols * float(st.hop_bytes.sum()), cyc, ops), 1.0)
+    return out
 
 
 def _embed_mean(chip, lay: _Layout, like: Cost) -> Cost:
@@ -243,6 +277,7 @@ def _ttft(chip, config: ModelConfig, lay: _Layout, prompt_len: int, chunk: int) 
     passes = prefill_segments(m, prompt_len)
     cols = [min(chunk, prompt_len - i) for i in range(0, prompt_len, chunk)]
     pf = _per_chip(passes, cls.multiplicity).combine(_kv_shift(chip, lay, cols), 1.0)
+    pf = pf.combine(_group_sends(chip, lay, cols, pf), 1.0)
     comm = _comm(config, lay.tp, lay.pp, chunk, cc.link_of(chip), len(cols), 1)
     return pf.cycles / chip.clock_hz + comm.seconds
 
@@ -268,6 +303,7 @@ def _estimate(chip, config: ModelConfig, lay: _Layout, precision: str, batch: in
     # decode steps see positions prompt_len .. prompt_len + gen_len - 1: cost them at the middle one
     d = _per_chip([(1.0, decode_segments(m, prompt_len + (gen_len - 1) // 2))], cls.multiplicity)
     d = d.combine(_kv_shift(chip, lay, [batch]), 1.0)
+    d = d.combine(_group_sends(chip, lay, [batch], d), 1.0)
     if batch == 1:
         d = d.combine(_embed_mean(chip, lay, d), 1.0)
     comm = _comm(config, lay.tp, lay.pp, batch, link, 1, batch)
@@ -288,7 +324,7 @@ def _estimate(chip, config: ModelConfig, lay: _Layout, precision: str, batch: in
         notes.append("fp8 projected with int8 (Q8_0) weight blocks on the chip's int8/fp8 MAC rate")
     return Projection(
         chip=chip.name, model=config.name, precision=precision, batch=batch, prompt_len=prompt_len, gen_len=gen_len,
-        chips=n_chips, mapping=_mapping_name(lay.tp, lay.pp), ttft_s=ttft, seconds_per_token=step_s,
+        chips=n_chips, mapping=_mapping_name(lay.tp, lay.pp, lay.groups), ttft_s=ttft, seconds_per_token=step_s,
         tokens_per_s_per_user=1.0 / step_s, tokens_per_s=batch / step_s, joules_per_token=step_j / batch,
         watts=step_j / step_s, bound=bound, phases_s=phases, fit={**lay.fit, "chips_needed": float(n_chips)},
         fits=lay.fits, tp=lay.tp, pp=lay.pp, energy_j={k: v / batch for k, v in energy.items()}, notes=tuple(notes))

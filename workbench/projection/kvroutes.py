@@ -5,7 +5,8 @@ to, and attention outputs from, different tiles. Everything else in a layer is t
 each of those transfers is one SEND op that synchronises its tiles, so a layer at offset o costs what the
 reduced program's layer costs plus the difference in these SENDs' durations (and counts). The transfer pairs
 follow compiler.emit_program's gather_rows; durations follow the executor's comm ops: the most loaded link,
-plus the longest route's hops, plus the per-op overhead (cost.py parameters).
+plus the longest route's hops, plus the per-op overhead (cost.py parameters). The same replay costs the
+activation SEND between consecutive on-chip pipeline groups (placement.place_stage) on the chip's whole mesh.
 """
 
 from __future__ import annotations
@@ -155,3 +156,48 @@ def embed_cycles_by_owner(rows: int, cols: int, kind: str, n_tiles: int, config:
         cyc[s.r0:s.r1] = w[0] / link_bpc + h[0] * hop_lat + overhead
         hb[s.r0:s.r1] = hop_bytes
     return cyc, hb
+
+
+@dataclass(frozen=True)
+class CrossingStats:
+    """The activation SENDs between consecutive on-chip pipeline groups (crossing c: group c to c + 1), per
+    column: worst link load and longest route (C,), byte-hops (C,), SRAM bytes read/written per tile in the
+    first group's numbering (C, S)."""
+
+    worst_bytes: np.ndarray
+    max_hops: np.ndarray
+    hop_bytes: np.ndarray
+    sram_rd: np.ndarray
+    sram_wr: np.ndarray
+
+    def cycles(self, params: np.ndarray, ncol: int) -> np.ndarray:
+        """(C,) cycles each crossing's SEND takes with ``ncol`` columns (the executor's comm-op timing)."""
+        return (self.worst_bytes * ncol / params[cost.P_LINK_BPC] + self.max_hops * params[cost.P_HOP_LAT]
+                + params[cost.P_OP_OVERHEAD])
+
+
+@lru_cache(maxsize=64)
+def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: int, dim: int) -> CrossingStats:
+    """compiler.emit_program's group change: the previous group's first tile sends the hidden state (``dim``
+    values of ACT_BYTES) to every tile of the next group, routed on the chip's real mesh (groups are
+    consecutive runs of ``group_tiles`` tile ids, as compiler._groups lays them out)."""
+    S = group_tiles
+    topo = topology(rows, cols, kind, n_groups * S)
+    load = np.zeros(topo.n_links)
+    buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
+    C = n_groups - 1
+    worst, hmax, hb = np.zeros(C), np.zeros(C), np.zeros(C)
+    rd, wr = np.zeros((C, S)), np.zeros((C, S))
+    nb = float(dim * ACT_BYTES)
+    for c in range(C):
+        dst = np.arange((c + 1) * S, (c + 2) * S, dtype=np.int64)
+        src = np.full(S, c * S, np.int64)
+        w, h, _, hop_bytes, r, x = _stats(src, dst, np.full(S, nb), np.zeros(S, np.int64), 1, topo.geometry,
+                                          topo.hops, topo.n_tiles, load, buf)
+        worst[c], hmax[c], hb[c] = w[0], h[0], hop_bytes
+        rd[c] = r[c * S:(c + 1) * S]
+        wr[c] = x[(c + 1) * S:(c + 2) * S]
+    out = CrossingStats(worst, hmax, hb, rd, wr)
+    for a in (worst, hmax, hb, rd, wr):
+        a.setflags(write=False)
+    return out

@@ -4,7 +4,8 @@ The compiler keeps, per tile, the longest prefix of its shards (in layer order) 
 rest through one staging buffer; since decoder layers are identical, :func:`place` replays that rule for
 every tile at once with numpy for the full depth; :func:`layer_classes` groups the layers by which shards
 stay resident and :func:`reduced_plan` builds the Plan with one layer per class, whose shape-only run gives
-the cost of each kind of layer.
+the cost of each kind of layer. :func:`place_stage` spreads a stage over several groups of tiles when one group
+cannot hold it on an SRAM-only chip (on-chip pipeline groups, as on a wafer).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..compiler import KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
+from ..compiler import KV_BLOCK_TOKENS, MAX_GROUP_TILES, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
 from ..machine.tensors import tensor_table
 from ..machine.topology import Topology, build
 from ..model.config import ModelConfig
@@ -74,6 +75,9 @@ class Placement:
     layer_masks: np.ndarray      # (n_layers, slots, T) bool: the shard of that slot on that tile is resident
     tail_mask: np.ndarray        # (2, T) bool: embedding / classifier shard resident
     kv_offsets: np.ndarray       # (n_layers,) layer l's kv-heads live on group tiles (offset + h) % G
+    groups: int = 1              # on-chip pipeline groups of group_tiles tiles, each holding whole layers
+    group_tiles: int = 0
+    group_layers: tuple[int, ...] = ()   # layers of each group, in order (the first holds the embedding)
 
 
 def _layer_slots(shards: list[Shard], n_tiles: int) -> tuple[list[tuple[str, int]], np.ndarray, np.ndarray]:
@@ -98,17 +102,93 @@ def _layer_slots(shards: list[Shard], n_tiles: int) -> tuple[list[tuple[str, int
 
 def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *, act_cols: int = 0,
           embed: bool = True, output: bool = True) -> Placement:
-    """Replay compiler._place for ``n_layers`` identical layers of ``config1`` on ``chip``.
+    """Replay compiler._place for ``n_layers`` identical layers of ``config1`` on ``chip`` (one tile group).
 
     ``act_cols``: columns of activations to hold (0 = batch x prefill_chunk, as the compiler does)."""
     return _place(int(chip.sram_bytes_per_tile), chip.n_tiles, bool(chip.has_offchip), replace(config1, name=""),
                   n_layers, options, act_cols, embed, output)
 
 
+def max_groups(n_tiles: int) -> int:
+    """How many disjoint groups of the tensor group's size (min(T, MAX_GROUP_TILES) tiles) the chip has."""
+    return max(1, n_tiles // min(n_tiles, MAX_GROUP_TILES))
+
+
+def place_stage(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *, act_cols: int = 0,
+                embed: bool = True, output: bool = True) -> Placement:
+    """A chip's stage on the fewest on-chip pipeline groups whose placement the compiler would accept.
+
+    One group is the compiler's tensor placement. A chip with room for k > 1 groups of that size
+    (``max_groups``) may split the stage over k consecutive groups as the compiler's pipeline mapping lays
+    them out (consecutive tile runs; kv-homes by the global layer index; activations sent from a group's
+    first tile to every tile of the next), with [embedding, layers, classifier] cut into k contiguous parts
+    balanced by bytes as :func:`stages` cuts them across chips (the compiler's layer-count split would put
+    the whole embedding table on top of the first group's layers). On a chip with off-chip memory one group
+    is always accepted (what does not fit streams), so only an SRAM-only chip, whose SRAM is the only place
+    weights can live, spreads a stage over more of its tiles. When no k is accepted, the most groups are
+    used and the verdict says why."""
+    return _place_stage(int(chip.sram_bytes_per_tile), chip.n_tiles, bool(chip.has_offchip),
+                        replace(config1, name=""), n_layers, options, act_cols, embed, output)
+
+
+@lru_cache(maxsize=256)
+def _place_stage(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
+                 act_cols: int, embed: bool, output: bool) -> Placement:
+    one = _place(cap, T, has_offchip, config1, n_layers, options, act_cols, embed, output)
+    k_max = min(max_groups(T), max(1, n_layers + int(embed) + int(output)))   # a group holds at least one item
+    if one.ok or k_max == 1:
+        return one
+    lo, hi = 1, k_max                       # lo is refused; bisect for the fewest accepted (fit grows with k)
+    best = _grouped(cap, T, has_offchip, config1, n_layers, options, act_cols, embed, output, hi)
+    if not best.ok:
+        return best
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        p = _grouped(cap, T, has_offchip, config1, n_layers, options, act_cols, embed, output, mid)
+        lo, hi, best = (lo, mid, p) if p.ok else (mid, hi, best)
+    return best
+
+
+def _grouped(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
+             act_cols: int, embed: bool, output: bool, k: int) -> Placement:
+    """The stage on ``k`` groups: each group placed as the compiler places it, its arrays moved to its tiles;
+    layer masks, kv offsets and the tail mask stay in the first group's tile numbering (the reduced program
+    runs every layer there: groups are the same shape)."""
+    S = min(T, MAX_GROUP_TILES)
+    _, slots, tail = layer_slots(T, replace(config1, n_layers=1), options.precision)
+    tied_once = config1.tied_embeddings and output   # the compiler keeps a tied table only in the last group
+    embed_bytes = float(tail[0].sum()) if embed and not tied_once else 0.0
+    out_bytes = float(tail[0].sum() if config1.tied_embeddings else tail[1].sum()) if output else 0.0
+    cut = stages(n_layers, k, float(slots.sum()), embed_bytes, out_bytes)
+    counts = [c for c, _, _ in cut]
+    firsts = [sum(counts[:g]) for g in range(len(cut))]
+    parts = [_place(cap, T, has_offchip, config1, c, options, act_cols, e and embed_bytes > 0, o and output, f)
+             for (c, e, o), f in zip(cut, firsts)]
+    k = len(parts)
+    per_tile = [np.zeros(T, np.int64) for _ in range(4)]
+    for g, p in enumerate(parts):
+        for acc, a in zip(per_tile, (p.weight_bytes, p.staging_bytes, p.act_bytes, p.kv_bytes)):
+            acc += np.roll(a, g * S)
+    with_layers = [p for p in parts if p.n_layers]
+    kv_cap = np.average([p.kv_capacity for p in with_layers], axis=0, weights=[p.n_layers for p in with_layers])
+    masks = np.concatenate([p.layer_masks for p in parts], axis=0)
+    tail_mask = np.logical_or.reduce([p.tail_mask for p in parts])
+    offsets = np.concatenate([p.kv_offsets for p in parts])
+    arrays = [*per_tile, kv_cap, masks, tail_mask, offsets]
+    for a in arrays:
+        a.setflags(write=False)
+    weight, staging, act, kv_bytes, kv_cap, masks, tail_mask, offsets = arrays
+    return Placement(n_layers, sum(p.resident_layers for p in parts), all(p.tail_resident for p in parts), weight,
+                     staging, act, kv_bytes, kv_cap, sum(p.total_weight_bytes for p in parts),
+                     sum(p.total_kv_bytes for p in parts), all(p.ok for p in parts),
+                     next((p.why for p in parts if p.why), ""), masks, tail_mask, offsets, k, S, tuple(counts))
+
+
 @lru_cache(maxsize=256)
 def _place(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
-           act_cols: int, embed: bool, output: bool) -> Placement:
-    """place(), keyed by everything of the chip it reads (arrays returned read-only)."""
+           act_cols: int, embed: bool, output: bool, first_layer: int = 0) -> Placement:
+    """place(), keyed by everything of the chip it reads (arrays returned read-only). ``first_layer``: the global
+    index of the first layer (the compiler homes layer l's kv-heads from tile (l * H) % G of its group)."""
     group, slots, tail0 = layer_slots(T, replace(config1, n_layers=1), options.precision)
     G = len(group)
     gidx = np.asarray(group, np.int64)
@@ -118,7 +198,7 @@ def _place(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: 
 
     H = config1.n_kv_heads
     kv_per_tok = 2 * (config1.head_dim + 4) if options.kv_int8 else 2 * config1.head_dim * 4
-    homes = gidx[(np.arange(n_layers * H) % G)]             # kv_home[l, h] = g[(l*H + h) % G], raveled
+    homes = gidx[((first_layer * H + np.arange(n_layers * H)) % G)]   # kv_home[l, h] = g[(l*H + h) % G], raveled
     heads_on = np.bincount(homes, minlength=T)
     kv_want = heads_on.astype(np.int64) * kv_per_tok * options.context * options.batch
     kv_reserve = np.minimum(kv_want, cap // 4)
@@ -164,12 +244,13 @@ def _place(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: 
             ok = False
     elif not ok_staging:
         why = why or "a tile cannot hold the staging buffer of a streamed shard"
-    arrays = [weight, staging, act, kv_bytes.astype(np.int64), kv_cap, masks, tail_mask, (np.arange(n_layers) * H) % G]
+    arrays = [weight, staging, act, kv_bytes.astype(np.int64), kv_cap, masks, tail_mask,
+              ((first_layer + np.arange(n_layers)) * H) % G]
     for a in arrays:
         a.setflags(write=False)
     weight, staging, act, kv_bytes, kv_cap, masks, tail_mask, offsets = arrays
     return Placement(n_layers, resident, tail_resident, weight, staging, act, kv_bytes, kv_cap,
-                     total_weights, int(kv_want.sum()), ok, why, masks, tail_mask, offsets)
+                     total_weights, int(kv_want.sum()), ok, why, masks, tail_mask, offsets, 1, G, (n_layers,))
 
 
 def _residency(slots: np.ndarray, tail: np.ndarray, n_layers: int, budget: np.ndarray):
