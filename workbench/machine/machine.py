@@ -166,7 +166,10 @@ class Machine:
                          np.zeros(plan.context + 1, np.float32), np.zeros(cfg.head_dim, np.int8),
                          np.zeros(cfg.head_dim, np.float32), np.zeros(cfg.vocab_size, np.float32))
         self._gmax = gmax
-        self._build_comm()
+        src = getattr(self, "_comm_src", None)  # the tables depend only on the program and the mesh: a copy keeps them
+        if src is None or src[0] is not self.program or src[1] is not self.plan.topology:
+            self._build_comm()
+            self._comm_src = (self.program, self.plan.topology)
         self._colmask = np.zeros(self.max_cols, np.bool_)
         self._wv = np.zeros(32, np.int8)
         self._acc = np.zeros(self.max_cols, np.float32)
