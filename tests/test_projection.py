@@ -280,3 +280,13 @@ def test_onchip_network_time_grows_with_groups_crossed():
     one_link_s = cfg.dim * 4 / base.noc.link_bytes_per_cycle / base.clock_hz
     for i in (1, 2):
         assert noc[i] - noc[i - 1] >= (groups[i] - groups[i - 1]) * one_link_s
+
+
+def test_chips_needed_finds_the_fewest_even_where_fit_is_not_monotonic():
+    """Whole layers per tile group make fit not quite monotonic in the chip count: four wafers hold 70B fp16
+    (tp2 x pp2), and a bisection that assumed more chips always fit said 6."""
+    wse = load_chip("cerebras-wse3")
+    p = project(wse, load_spec("llama-3.1-70b"), precision="fp16", chips=1)
+    assert not p.fits and p.fit["chips_needed"] == 4
+    four = project(load_chip("cerebras-cs3-x4"), load_spec("llama-3.1-70b"), precision="fp16")
+    assert four.fits

@@ -453,7 +453,7 @@ def test_real_sweep_end_to_end_matches_single_projections(tmp_path, project):
 
 
 def test_ctrl_c_writes_what_finished_and_a_rerun_resumes(tmp_path, project):
-    # long enough (hundreds of points) that the first flush, two seconds in, lands well before the end
+    # hundreds of points: the first finished chunk is on disk at once, and the interrupt lands before the end
     text = REAL.replace("batch = [1, 8]", "batch = [1, 2, 4, 8, 16, 32, 64]\nprompt_len = [128, 512, 2048]").replace(
         '"memory.bandwidth_gb_per_s" = [256, 1024]', '"memory.bandwidth_gb_per_s" = [256, 384, 512, 768, 1024]')
     path = write(tmp_path, text)

@@ -351,7 +351,8 @@ def _default_chunk(chip, config: ModelConfig, batch: int, prompt_len: int) -> in
 
 def chips_needed(chip, config: ModelConfig, run_prec: str, batch: int, context: int, chunk: int, start: int) -> int:
     """The fewest chips (at least ``start``) that hold the model by the same placement, over every tp x pp
-    arrangement; bisects the sorted chip counts, taking fit as monotonic in them. 0 = none holds it."""
+    arrangement. Bisects the sorted chip counts, then looks again at the counts down to half the answer: with
+    whole layers per tile group fit is not quite monotonic (4 wafers can hold what 5 cannot). 0 = none holds it."""
     tps = [t for t in range(1, config.n_heads + 1) if valid_tp(config, t)]
     counts = sorted({t * p: None for t in tps for p in range(1, config.n_layers + 1) if t * p >= start})
 
@@ -365,7 +366,11 @@ def chips_needed(chip, config: ModelConfig, run_prec: str, batch: int, context: 
     while hi - lo > 1:
         mid = (lo + hi) // 2
         lo, hi = (lo, mid) if fits(counts[mid]) else (mid, hi)
-    return counts[hi]
+    best = counts[hi]
+    for n in counts[:hi]:
+        if 2 * n >= counts[hi] and fits(n):
+            return n
+    return best
 
 
 def project(chip, config: ModelConfig, *, precision: str = "int8", batch: int = 1, prompt_len: int = 128,

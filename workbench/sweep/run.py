@@ -6,6 +6,7 @@ by point id, so the files never depend on the number of workers or the order the
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -195,7 +196,7 @@ def run_sweep(
     job = _Job(sweep, evaluate)
     workers = jobs or available_cores()
     chunker = _Chunker(todo, chunk_points)
-    state = {"last": time.perf_counter(), "cost": 0.0}
+    state = {"last": -math.inf, "cost": 0.0}  # the first finished chunk is written at once, then every flush_s
 
     def collect(result) -> None:
         rows, seconds = result
