@@ -206,6 +206,8 @@ class WorkbenchApp(App):
     # -- commands ---------------------------------------------------------------------------------
     def action_cmd(self, name: str) -> None:
         c = BY_NAME[name]
+        if name == "run" and self.driver.waiting_note.is_set():
+            self.clear_notifications()  # the reader moves on: what the last section showed has been read
         if c.arg is None or name == "generate":
             self.driver.submit(name, 1 if name == "generate" else None)
             return
