@@ -9,7 +9,6 @@ scaled to the full depth; chip-to-chip collectives are costed analytically (coll
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 
@@ -63,13 +62,7 @@ class Projection:
     pp: int = 1
     energy_j: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-
-    @property
-    def onchip_groups(self) -> int:
-        """On-chip pipeline groups of tiles per chip (the most any stage uses), as ``mapping`` names them (kept out
-        of the fields so that results of one-group chips serialise as before)."""
-        found = re.search(r"(\d+) tile groups per chip", self.mapping)
-        return int(found.group(1)) if found else 1
+    onchip_groups: int = 1       # on-chip pipeline groups of tiles per chip (the most any stage uses)
 
     def to_dict(self) -> dict:
         def clean(v):
@@ -201,12 +194,11 @@ def _kv_shift(chip, lay: _Layout, ncols: list[int]) -> Cost:
 def _group_sends(chip, lay: _Layout, ncols: list[int], like: Cost) -> Cost:
     """The activation SENDs between a stage's on-chip pipeline groups, over passes of ``ncols`` columns, every
     stage of the pass: cycles (NoC time), byte-hops and SRAM bytes (first group's tile numbering), one op each."""
-    out = Cost(0.0, np.zeros_like(like.macs), np.zeros_like(like.vec), np.zeros_like(like.vec),
-               np.zeros_like(like.vec), 0.0, 0.0, 0.0, np.zeros_like(like.vec))
+    T = len(like.vec)
+    out = zero_cost(T)
     if not lay.crossings:
         return out
     params = cost.cost_params(chip)
-    T = len(like.vec)
     for count, groups, S in lay.crossings:
         st = crossing_stats(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, S, groups, lay.slice.dim)
         cyc = count * sum(float(st.cycles(params, n).sum()) for n in ncols)
@@ -327,7 +319,8 @@ def _estimate(chip, config: ModelConfig, lay: _Layout, precision: str, batch: in
         chips=n_chips, mapping=_mapping_name(lay.tp, lay.pp, lay.groups), ttft_s=ttft, seconds_per_token=step_s,
         tokens_per_s_per_user=1.0 / step_s, tokens_per_s=batch / step_s, joules_per_token=step_j / batch,
         watts=step_j / step_s, bound=bound, phases_s=phases, fit={**lay.fit, "chips_needed": float(n_chips)},
-        fits=lay.fits, tp=lay.tp, pp=lay.pp, energy_j={k: v / batch for k, v in energy.items()}, notes=tuple(notes))
+        fits=lay.fits, tp=lay.tp, pp=lay.pp, energy_j={k: v / batch for k, v in energy.items()}, notes=tuple(notes),
+        onchip_groups=lay.groups)
 
 
 def _rough_s(chip, config: ModelConfig, lay: _Layout, batch: int) -> float:
