@@ -43,6 +43,25 @@ async def settle(pilot, app, timeout: float = 20.0) -> None:
     await pilot.pause()
 
 
+async def answer(pilot, app, text: str) -> None:
+    """Type ``text`` into the open value dialog and press enter, then let the machine thread act on it."""
+    inp = app.screen.query_one(Input)
+    inp.value = text
+    inp.focus()
+    await pilot.press("enter")
+    await settle(pilot, app)
+
+
+async def save_session(pilot, path) -> None:
+    """ctrl+s and the file name: what the user did so far, written as a session file."""
+    await pilot.press("ctrl+s")
+    await pilot.pause()
+    app = pilot.app
+    app.screen.query_one(Input).value = str(path)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 def text_of(app, selector: str) -> str:
     w = app.screen.query_one(selector)
     return w.plain if isinstance(w, (Lines, ScrollLines)) else str(w.render())
@@ -98,11 +117,7 @@ def test_change_chip_precision_and_bad_model(bench, tmp_path):
             await pilot.press("c")
             await pilot.pause()
             assert "groq-lpu" in [o.id for o in app.screen.query_one(OptionList).options]
-            inp = app.screen.query_one(Input)
-            inp.value = "groq-lpu"
-            inp.focus()
-            await pilot.press("enter")
-            await settle(pilot, app)
+            await answer(pilot, app, "groq-lpu")
             assert app.driver.bench.chip.name == app.driver.bench.machine.chip.name
             assert "teaching-4x4 -> groq-lpu" in text_of(app, "#status")
             assert app.driver.bench.machine.pos == 0
@@ -118,11 +133,7 @@ def test_change_chip_precision_and_bad_model(bench, tmp_path):
             # a bad model path: a notification with one line, the old model stays and keeps working
             await pilot.press("M")
             await pilot.pause()
-            inp = app.screen.query_one(Input)
-            inp.value = str(tmp_path / "missing.gguf")
-            inp.focus()
-            await pilot.press("enter")
-            await settle(pilot, app)
+            await answer(pilot, app, str(tmp_path / "missing.gguf"))
             errors = [n for n in app._notifications if n.severity == "error"]
             assert errors and "missing.gguf" in errors[-1].message and "\n" not in errors[-1].message
             await pilot.press("n", "n")
@@ -130,12 +141,7 @@ def test_change_chip_precision_and_bad_model(bench, tmp_path):
             assert len(app.driver.bench.machine.generated[0]) == 2
             assert app.driver.bench.machine.options.precision == "int4"
             # the session records what was done, in the session format
-            await pilot.press("ctrl+s")
-            await pilot.pause()
-            inp = app.screen.query_one(Input)
-            inp.value = str(tmp_path / "s.toml")
-            await pilot.press("enter")
-            await pilot.pause()
+            await save_session(pilot, tmp_path / "s.toml")
             doc = tomllib.loads((tmp_path / "s.toml").read_text())
             assert doc["chip"] == "teaching-4x4" and doc["options"]["precision"] == "int8"
             assert doc["steps"] == [{"generate": 1}, {"chip": "groq-lpu"}, {"precision": "int4"}, {"generate": 2}]
@@ -452,36 +458,27 @@ def test_project_key_projects_a_big_model_and_the_session_saves_it(bench, tmp_pa
     async def go():
         app = WorkbenchApp(bench)
         async with app.run_test(size=(100, 30), notifications=True) as pilot:
+            await pilot.press("ctrl+p")  # the palette shows the command's help, brackets and all, as plain text
+            await pilot.press(*"project")
+            await pilot.pause(0.3)
+            await pilot.press("escape")
             await pilot.press("P")
             await pilot.pause()
-            inp = app.screen.query_one(Input)
-            assert "llama-3.1-70b" in inp.value  # a filled-in example of the one-line form
-            inp.value = "groq-lpu-x576 llama-3.1-70b precision=int4 chips=288"
-            inp.focus()
-            await pilot.press("enter")
-            await settle(pilot, app)
+            assert "llama-3.1-70b" in app.screen.query_one(Input).value  # a filled-in example of the one-line form
+            await answer(pilot, app, "groq-lpu-x576 llama-3.1-70b precision=int4 chips=288")
             shown = [n for n in app._notifications if n.title == "projection (kept as a mark)"]
             assert shown and "288 x groq-lpu-x576" in shown[-1].message and "tok/s" in shown[-1].message
             assert "projection-1" in app.driver.ledger.marks
             # bad input: one line naming what is wrong; the workbench keeps running
             await pilot.press("P")
             await pilot.pause()
-            inp = app.screen.query_one(Input)
-            inp.value = "groq-lpu-x576 llama-3.1-70b precision=int3"
-            inp.focus()
-            await pilot.press("enter")
-            await settle(pilot, app)
+            await answer(pilot, app, "groq-lpu-x576 llama-3.1-70b precision=int3")
             errors = [n for n in app._notifications if n.severity == "error"]
             assert errors and "int3" in errors[-1].message and "\n" not in errors[-1].message
             await pilot.press("n")
             await settle(pilot, app)
             assert len(app.driver.bench.machine.generated[0]) == 1
-            await pilot.press("ctrl+s")
-            await pilot.pause()
-            inp = app.screen.query_one(Input)
-            inp.value = str(tmp_path / "p.toml")
-            await pilot.press("enter")
-            await pilot.pause()
+            await save_session(pilot, tmp_path / "p.toml")
             await pilot.press("q")
 
     asyncio.run(go())

@@ -127,10 +127,9 @@ class Bench:
         from .projection import project
 
         q = projection_params(params)
-        return project(load_chip(self._resolve(q["chip"])), load_spec(self._resolve(q["model"])),
-                       precision=q.get("precision", "int8"), mapping=q.get("mapping", "auto"), batch=q.get("batch", 1),
-                       chips=q.get("chips", 0) or None, prompt_len=q.get("prompt_len", 128),
-                       gen_len=q.get("gen_len", 128))
+        given = {k: v for k, v in q.items() if k not in ("mark", "chip", "model")}  # the rest keep project()'s defaults
+        given["chips"] = given.get("chips") or None  # 0: the profile's own system
+        return project(load_chip(self._resolve(q["chip"])), load_spec(self._resolve(q["model"])), **given)
 
     def rebuild(self) -> None:
         """(Re)load what changed, recompile, reset, and queue the prompt."""

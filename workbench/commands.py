@@ -46,9 +46,9 @@ COMMANDS: tuple[Command, ...] = (
             recompiles=True),
     Command("chip", "Load chip", "a bundled chip profile or a path", key="c", arg="str", recompiles=True),
     Command("model", "Load model", "a bundled model or a path", key="M", arg="str", recompiles=True),
-    Command("project", "Project a big model", "project a model spec onto a chip system, shape only (mark, chip,"
-            " model; precision, mapping, batch, chips, prompt_len, gen_len); the result is kept as a mark",
-            key="P", arg="projection"),
+    Command("project", "Project a big model", "a model spec projected onto a chip system, shape only, kept as a mark:"
+            " CHIP MODEL [precision= mapping= batch= chips= prompt_len= gen_len= mark=] (a session step takes the"
+            " same keys as a table, mark required)", key="P", arg="projection"),
     Command("note", "Note", "text shown to the reader at this point (demos)", arg="str"),
     Command("mark", "Mark", "a named checkpoint of the counters", arg="str"),
 )

@@ -67,6 +67,13 @@ class Step:
     def as_pair(self) -> tuple[str, object]:
         return self.name, self.value
 
+    @property
+    def mark_name(self) -> str | None:
+        """The mark this step sets: a mark step's name, or a project step's result; None for other steps."""
+        if self.name == "mark":
+            return self.value
+        return self.value["mark"] if self.name == "project" else None
+
 
 @dataclass(frozen=True)
 class SessionSpec:
@@ -78,7 +85,7 @@ class SessionSpec:
     steps: tuple[Step, ...]
 
     def marks(self) -> list[str]:
-        return [s.value if s.name == "mark" else s.value["mark"] for s in self.steps if s.name in ("mark", "project")]
+        return [s.mark_name for s in self.steps if s.mark_name]
 
 
 def _where(number: int | None) -> str | None:
@@ -274,8 +281,8 @@ def parse_session(doc: dict, source: str | Path, base: Path | None = None) -> Se
     steps, marks = [], []
     for i, table in enumerate(raw_steps, start=1):
         step = parse_step(source, i, table, marks)
-        if step.name in ("mark", "project"):
-            marks.append(step.value if step.name == "mark" else step.value["mark"])
+        if step.mark_name:
+            marks.append(step.mark_name)
         steps.append(step)
     return SessionSpec(source, base, BenchOptions(**values), doc.get("title", ""), doc.get("description", ""),
                        tuple(steps))

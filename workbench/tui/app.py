@@ -78,6 +78,10 @@ class WorkbenchApp(App):
         self._panes: list[Pane] = []
         self._status_w: Lines | None = None
 
+    def notify(self, message: str, *, markup: bool = False, **kw) -> None:
+        """Every message here is plain text (paths, checks like ``x[a] / x[b]``): never read as markup."""
+        super().notify(message, markup=markup, **kw)
+
     # -- layout -----------------------------------------------------------------------------------
     def compose(self):
         yield Lines(id="status")
@@ -156,14 +160,14 @@ class WorkbenchApp(App):
             except Exception:
                 break
             if kind == "error":
-                self.notify(msg, title="error", severity="error", timeout=8, markup=False)
+                self.notify(msg, title="error", severity="error", timeout=8)
             elif kind == "note":
-                self.notify(msg + "\n(space continues)", title="note", timeout=30, markup=False)
+                self.notify(msg + "\n(space continues)", title="note", timeout=30)
             elif kind == "projection":
-                self.notify(msg, title="projection (kept as a mark)", timeout=20, markup=False)
+                self.notify(msg, title="projection (kept as a mark)", timeout=20)
             elif kind in ("expect", "expect-failed"):
                 self.notify(msg, title="expectations", severity="information" if kind == "expect" else "warning",
-                            timeout=20, markup=False)
+                            timeout=20)
         frame = self.driver.latest
         self._set_rate(min(RUNNING_HZ, self.refresh_hz) if frame is not None and frame.running else self.refresh_hz)
         self._render_frame()
@@ -213,11 +217,8 @@ class WorkbenchApp(App):
             return
         current = getattr(self.driver.bench.options, name, "")
         choices = c.choices
-        help_text = c.help
         if name == "project":  # a filled-in example of the one-line form
             current = "nvidia-h100-x8 llama-3.1-70b precision=fp8 batch=1"
-            help_text = ("CHIP MODEL [precision= mapping= batch= chips= prompt_len= gen_len= mark=]: a model spec "
-                         "projected onto a chip system, shape only; the result is kept as a mark")
         if name == "chip":
             choices = tuple(bundled_names("chips", (".toml",)))
         elif name == "model":
@@ -227,7 +228,7 @@ class WorkbenchApp(App):
             if value is not None:
                 self.driver.submit(name, value)
 
-        self.push_screen(ValueScreen(c.title, help_text, "" if current is None else str(current), choices), done)
+        self.push_screen(ValueScreen(c.title, c.help, "" if current is None else str(current), choices), done)
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
@@ -252,7 +253,7 @@ class WorkbenchApp(App):
             i += 1
         path = Path(f"asicbench-screenshot-{i}.svg")
         atomic_write_text(path, self.export_screenshot())
-        self.notify(f"screenshot saved to {path}", timeout=4, markup=False)
+        self.notify(f"screenshot saved to {path}", timeout=4)
 
     def action_save_session(self) -> None:
         def done(value: str | None) -> None:
@@ -261,9 +262,9 @@ class WorkbenchApp(App):
             try:
                 path = save_session(value, self.driver.start_options, list(self.driver.steps))
             except (OSError, WorkbenchError) as exc:
-                self.notify(f"cannot save the session: {exc}", severity="error", markup=False)
+                self.notify(f"cannot save the session: {exc}", severity="error")
                 return
-            self.notify(f"session saved to {path} ({len(self.driver.steps)} steps)", timeout=4, markup=False)
+            self.notify(f"session saved to {path} ({len(self.driver.steps)} steps)", timeout=4)
 
         self.push_screen(ValueScreen("Save session", "a TOML session file (replay with asicbench replay)",
                                      "session.toml"), done)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.table import Table
+from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -69,9 +70,9 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("what it does", style="dim")
         for c in COMMANDS:
             if c.key or c.alias:
-                table.add_row(c.key or "", c.alias or "", c.title, c.help)
+                table.add_row(c.key or "", c.alias or "", c.title, Text(c.help))
             else:
-                table.add_row("", "", c.title, c.help + " (palette)")
+                table.add_row("", "", c.title, Text(c.help + " (palette)"))
         for key, what in UI_KEYS:
             table.add_row(key, "", "", what)
         with Vertical(id="dialog"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.markup import escape
 
 from ..commands import COMMANDS
 
@@ -17,11 +18,11 @@ class CommandsProvider(Provider):
 
     async def discover(self) -> Hits:
         for c, text, run in self._hits():
-            yield DiscoveryHit(text, run, help=c.help)
+            yield DiscoveryHit(text, run, help=escape(c.help))
 
     async def search(self, query: str) -> Hits:
         matcher = self.matcher(query)
         for c, text, run in self._hits():
             score = matcher.match(f"{text} {c.name}")
             if score > 0:
-                yield Hit(score, matcher.highlight(text), run, help=c.help)
+                yield Hit(score, matcher.highlight(text), run, help=escape(c.help))
