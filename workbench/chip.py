@@ -119,6 +119,7 @@ class RealismSpec:
     noc_efficiency: float = 1.0
     chip_link_efficiency: float = 1.0
     op_overhead_cycles: float = 0.0      # fixed cost per op (dispatch)
+    block_cols: int = 1                  # columns a tile streams through an op as one block (see cost.py)
     collective_overhead_us: float = 0.0  # fixed cost per chip-to-chip collective
 
 
@@ -349,6 +350,7 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
                 "noc_efficiency": _f(0, 1, lo_open=True, required=False),
                 "chip_link_efficiency": _f(0, 1, lo_open=True, required=False),
                 "op_overhead_cycles": _f(0, 1e9, required=False),
+                "block_cols": _i(1, 4096, required=False),
                 "collective_overhead_us": _f(0, 1e9, required=False)},
 }
 _OPTIONAL_SECTIONS = ("system", "realism", "source")

@@ -28,7 +28,8 @@ P_DRAM_LAT = P_DRAM_BPC + 1      # off-chip latency in cycles
 P_LINK_BPC = P_DRAM_LAT + 1      # bytes per cycle per directed link, after efficiency
 P_HOP_LAT = P_LINK_BPC + 1       # cycles per hop
 P_OP_OVERHEAD = P_HOP_LAT + 1    # fixed cycles per op
-N_PARAMS = P_OP_OVERHEAD + 1
+P_BLOCK_COLS = P_OP_OVERHEAD + 1 # columns streamed through an op as one block (pipelining granularity)
+N_PARAMS = P_BLOCK_COLS + 1
 
 ENERGY_COMPONENTS = tuple(f"mac_{p}" for p in CHIP_PRECISIONS) + (
     "vector", "sram_read", "sram_write", "offchip", "noc", "chip_link", "static",
@@ -50,6 +51,7 @@ def cost_params(chip) -> np.ndarray:
     p[P_LINK_BPC] = chip.noc.link_bytes_per_cycle * chip.realism.noc_efficiency
     p[P_HOP_LAT] = chip.noc.hop_latency_cycles
     p[P_OP_OVERHEAD] = chip.realism.op_overhead_cycles
+    p[P_BLOCK_COLS] = chip.realism.block_cols
     return p
 
 

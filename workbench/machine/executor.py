@@ -173,8 +173,8 @@ def _route(src, dst, nbytes, kind, geometry, pathbuf, scratch_load, touched, n_t
 
 
 @njit(cache=True, nogil=True)
-def _comm_end(start, max_hops, scratch_load, touched, n_touched, link_busy, params):
-    """Duration of a set of concurrent transfers: the most loaded link, plus the longest path's latency."""
+def _worst_link(scratch_load, touched, n_touched, link_busy, params):
+    """Serialization of a set of concurrent transfers: the most loaded link's cycles."""
     worst = 0.0
     for i in range(n_touched):
         lk = touched[i]
@@ -182,17 +182,36 @@ def _comm_end(start, max_hops, scratch_load, touched, n_touched, link_busy, para
         link_busy[lk] += cyc
         if cyc > worst:
             worst = cyc
-    return start + worst + max_hops * params[cm.P_HOP_LAT] + params[cm.P_OP_OVERHEAD]
+    return worst
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pipelined(first, last, ser, lat, k):
+    """End of a stage that streams ``k`` columns: it starts on the first column at ``first``, the last column
+    arrives at ``last``, and each column takes ser / k (+ ``lat`` once). With k = 1: last + ser + lat."""
+    end = first + ser + lat
+    tail = last + ser / k + lat
+    return end if end > tail else tail
 
 
 @njit(cache=True, nogil=True)
-def _sync(tiles_mask, clock):
-    """Start time of a collective: its slowest participant."""
-    start = 0.0
+def _comm_mask(mask, clock, pipe, ser, lat, k):
+    """A collective over the tiles in ``mask``: it starts when every participant's first column is ready and
+    ends after its last; returns (start, end) and moves the participants' clocks."""
+    first = 0.0
+    last = 0.0
     for t in range(clock.shape[0]):
-        if tiles_mask[t] and clock[t] > start:
-            start = clock[t]
-    return start
+        if mask[t]:
+            if pipe[0, t] > first:
+                first = pipe[0, t]
+            if clock[t] > last:
+                last = clock[t]
+    end = _pipelined(first, last, ser, lat, k)
+    for t in range(clock.shape[0]):
+        if mask[t]:
+            clock[t] = end
+            pipe[0, t] = first + ser / k + lat
+    return first, end
 
 
 @njit(cache=True, nogil=True)
@@ -217,13 +236,20 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
         kv_home, kv_cap, groups, expert_tiles, embed_tab,
         geometry, pathbuf, hops,
         tile_macs, tile_vec, sram_rd, sram_wr, off_rd, off_wr, link_bytes, link_busy, kind_bytes, hop_bytes,
-        sent, recv, op_cycles, op_count, clock, busy,
+        sent, recv, op_cycles, op_count, clock, busy, pipe,
         scratch_load, touched, mask, scores, qq, headout, probs, colmask, wv, accbuf):
-    """Execute ops[start:stop]; stop early at a fault (st[S_FAULT] != 0). Returns the next op index."""
+    """Execute ops[start:stop]; stop early at a fault (st[S_FAULT] != 0). Returns the next op index.
+
+    Timing: a tile streams an op's columns, so an op starts on its first column as soon as the previous result's
+    first column is ready (pipe[0, tile]) and the tile's datapath is free (pipe[1, tile]), and ends no sooner than
+    the previous result's last column (clock[tile]) plus one column's share of its own time. Compute ops on one
+    tile share its datapath and follow each other; a transfer overlaps the compute before and after it. With one
+    column (a batch-1 decode step) every op waits for the one before it."""
     # the cost parameters as a tuple: an array argument would be reference-counted (two atomic ops) in every
     # cost-model call, once per op
     params = to_fixed_tuple(params_arr, N_PARAMS)
     machine_numeric = st[S_NUMERIC] == 1
+    block = max(int(params[cm.P_BLOCK_COLS]), 1)
     hd = st[S_HD]
     n_rep = st[S_NREP]
     n_tiles = clock.shape[0]
@@ -232,7 +258,12 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
         code = ops[i, O_OPCODE]
         tile = ops[i, O_TILE]
         ncol = st[S_NCOL]
-        t0 = clock[tile]
+        if i > 0 and ops[i, O_LAYER] != ops[i - 1, O_LAYER]:
+            # columns stream within a layer; a layer's first ops wait for the whole of the previous layer's results
+            for t in range(n_tiles):
+                pipe[0, t] = clock[t]
+        k_cols = (ncol + block - 1) // block if ncol > block else 1
+        t0 = pipe[0, tile] if pipe[0, tile] > pipe[1, tile] else pipe[1, tile]
         dur = 0.0
         numeric = machine_numeric and ops[i, O_NUMERIC] == 1
         if code == isa.MATMUL:
@@ -294,6 +325,15 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                 sram_wr[tile] += nb
                 kind_bytes[isa.KIND_STREAM] += nb
                 dur = end - t0
+            # weights do not wait for the data: the stream only holds the datapath (the matmul needs it done)
+            if t0 + dur > clock[tile]:
+                clock[tile] = t0 + dur
+            pipe[1, tile] = t0 + dur
+            busy[tile] += dur
+            op_cycles[code] += dur
+            op_count[code] += 1
+            i += 1
+            continue
         elif code == isa.RMSNORM:
             n = ops[i, O_R1]
             if numeric:
@@ -341,7 +381,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             h = ops[i, O_AUX]
             cap = kv_cap[l, h]
             kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
-            end = t0
+            spill = 0  # the op's off-chip bytes go out as one burst: requests pipeline, latency is paid once
             for c in range(ncol):
                 seq = col_seq[c]
                 pos = col_pos[c]
@@ -360,8 +400,9 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                 if pos < cap:
                     sram_wr[tile] += kvb
                 else:
-                    end = _dram(tile, kvb, end, clock, fs, params, off_wr)
-                    kind_bytes[isa.KIND_KV] += kvb
+                    spill += kvb
+            end = _dram(tile, spill, t0, clock, fs, params, off_wr)
+            kind_bytes[isa.KIND_KV] += spill
             tile_vec[tile] += ncol * 4 * hd
             sram_rd[tile] += ncol * 2 * hd * 4
             dur = max(cm.compute_op_cycles(0, 0, ncol * 4 * hd, ncol * 2 * hd * 4, params), end - t0)
@@ -370,7 +411,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             h = ops[i, O_AUX]
             cap = kv_cap[l, h]
             kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
-            end = t0
+            spill = 0
             macs = 0
             vec = 0
             sbytes = 0
@@ -386,11 +427,11 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                                         headout)
                 in_sram = min(npos, cap)
                 sbytes += in_sram * kvb
-                if npos > in_sram:
-                    end = _dram(tile, (npos - in_sram) * kvb, end, clock, fs, params, off_rd)
-                    kind_bytes[isa.KIND_KV] += (npos - in_sram) * kvb
+                spill += (npos - in_sram) * kvb
                 macs += n_rep * npos * hd
                 vec += n_rep * npos * (hd + 4)
+            end = _dram(tile, spill, t0, clock, fs, params, off_rd)
+            kind_bytes[isa.KIND_KV] += spill
             prec = PREC_INT8 if st[S_KV_INT8] == 1 else PREC_F32
             tile_macs[tile, prec] += macs
             tile_vec[tile] += vec
@@ -487,13 +528,11 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                 kind_bytes[isa.KIND_SEND] += cset[row, C_BYTES]
                 if cset[row, C_GMAX] > gmax:
                     gmax = cset[row, C_GMAX]
-            start_t = _sync(mask, clock)
-            end = _comm_end(start_t, gmax, scratch_load, touched, n_touched, link_busy, params)
-            for t in range(n_tiles):
-                if mask[t]:
-                    clock[t] = end
+            ser = _worst_link(scratch_load, touched, n_touched, link_busy, params)
+            lat = gmax * params[cm.P_HOP_LAT] + params[cm.P_OP_OVERHEAD]
+            _comm_mask(mask, clock, pipe, ser, lat, k_cols)
             _comm_begin(scratch_load, touched, n_touched)
-            op_cycles[code] += end - start_t
+            op_cycles[code] += ser + lat
             op_count[code] += 1
             i += 1
             continue
@@ -502,11 +541,14 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             kind = ops[i, O_KIND]
             t_lo = cset[i, C_TOFF]
             t_hi = t_lo + cset[i, C_TCNT]
-            start_t = 0.0
+            first = 0.0
+            last = 0.0
             for j in range(t_lo, t_hi):
                 t = ctiles[j, 0]
-                if clock[t] > start_t:
-                    start_t = clock[t]
+                if pipe[0, t] > first:
+                    first = pipe[0, t]
+                if clock[t] > last:
+                    last = clock[t]
                 sb = ctiles[j, 1] * ncol
                 rb = ctiles[j, 2] * ncol
                 sent[t] += sb
@@ -525,12 +567,15 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                     link_busy[lk] += cyc
                     if cyc > worst:
                         worst = cyc
-                end = start_t + worst + cset[i, C_GMAX] * params[cm.P_HOP_LAT] + params[cm.P_OP_OVERHEAD]
+                lat = cset[i, C_GMAX] * params[cm.P_HOP_LAT] + params[cm.P_OP_OVERHEAD]
             else:
-                end = start_t
+                worst = 0.0
+                lat = 0.0
+            end = _pipelined(first, last, worst, lat, k_cols)
             for j in range(t_lo, t_hi):
                 clock[ctiles[j, 0]] = end
-            op_cycles[code] += end - start_t
+                pipe[0, ctiles[j, 0]] = first + worst / k_cols + lat
+            op_cycles[code] += worst + lat
             op_count[code] += 1
             i += 1
             continue
@@ -569,16 +614,14 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                                            n_touched, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
                         if hops[a, b] > gmax:
                             gmax = hops[a, b]
-            start_t = _sync(mask, clock)
+            ser = 0.0
+            lat = 0.0
             if n_touched > 0:
-                end = _comm_end(start_t, gmax, scratch_load, touched, n_touched, link_busy, params)
-            else:
-                end = start_t
-            for t in range(n_tiles):
-                if mask[t]:
-                    clock[t] = end
+                ser = _worst_link(scratch_load, touched, n_touched, link_busy, params)
+                lat = gmax * params[cm.P_HOP_LAT] + params[cm.P_OP_OVERHEAD]
+            _comm_mask(mask, clock, pipe, ser, lat, k_cols)
             _comm_begin(scratch_load, touched, n_touched)
-            op_cycles[code] += end - start_t
+            op_cycles[code] += ser + lat
             op_count[code] += 1
             i += 1
             continue
@@ -626,7 +669,10 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             tile_vec[tile] += ncol * n * 2
             sram_rd[tile] += ncol * n * 4
             dur = cm.compute_op_cycles(0, 0, ncol * n * 2, ncol * n * 4, params)
-        clock[tile] = t0 + dur
+        end = _pipelined(t0, clock[tile], dur, 0.0, k_cols)
+        clock[tile] = end
+        pipe[0, tile] = t0 + dur / k_cols
+        pipe[1, tile] = end
         busy[tile] += dur
         op_cycles[code] += dur
         op_count[code] += 1

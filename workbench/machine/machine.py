@@ -231,6 +231,8 @@ class Machine:
             for c in range(C):
                 self.state.sel[c] = [(c + j) % cfg.n_experts for j in range(cfg.n_experts_used)]
         self.counters = Counters.zeros(plan.n_tiles)
+        # per tile: when the first column of its latest result is ready, when its datapath is free (cycles)
+        self._pipe = np.zeros((2, plan.n_tiles), np.float64)
         self._st = np.zeros(ex.N_ST, np.int64)
         self._st[[ex.S_BATCH, ex.S_KV_INT8, ex.S_NREP, ex.S_HD, ex.S_DIM, ex.S_HIDDEN, ex.S_VOCAB, ex.S_NEXP,
                   ex.S_NUSED, ex.S_NUMERIC, ex.S_EOUT0, ex.S_H10]] = [
@@ -314,7 +316,7 @@ class Machine:
                       self.plan.kv_home, self.plan.kv_capacity, self._groups, self._expert_tiles, self._embed_tab,
                       self._geometry, self._pathbuf, self._hops,
                       c.tile_macs, c.tile_vec, c.sram_rd, c.sram_wr, c.off_rd, c.off_wr, c.link_bytes, c.link_busy,
-                      c.kind_bytes, c.hop_bytes, c.sent, c.recv, c.op_cycles, c.op_count, c.clock, c.busy,
+                      c.kind_bytes, c.hop_bytes, c.sent, c.recv, c.op_cycles, c.op_count, c.clock, c.busy, self._pipe,
                       *self._scratch, self._colmask, self._wv, self._acc)
 
     def _run(self, stop: int) -> None:
@@ -335,6 +337,7 @@ class Machine:
         c = self.counters
         cycles = c.cycles
         c.clock.fill(cycles)  # the next step needs this step's token: a barrier
+        self._pipe.fill(cycles)
         self.pos += self._pass_advance
         if self.pending:
             return None

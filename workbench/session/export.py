@@ -84,6 +84,7 @@ class TraceRecorder:
         self.tiles: set[int] = set()
         self.links: dict[int, str] = {}
         self._link_end: dict[int, float] = {}
+        self._tile_end: dict[int, float] = {}   # cycles: where the last slice on each tile track ends
         self._ns_per_cycle = 1.0
         self._segments = 0
 
@@ -100,6 +101,7 @@ class TraceRecorder:
     def end_segment(self, machine) -> None:
         self.offset_ns += machine.counters.cycles * self._ns_per_cycle
         self._link_end = {}
+        self._tile_end = {}
 
     def _us(self, cycles: float) -> float:
         return round(self.offset_ns + cycles * self._ns_per_cycle) / 1000.0
@@ -114,22 +116,24 @@ class TraceRecorder:
         if code in COMM_OPS:
             tiles = np.nonzero(moved)[0]
             end = float(after.clock[tiles].max())
-            start = end - dur
         else:
             tiles = np.array([tile])
-            start = float(before.clock[tile])
+            end = float(after.clock[tile])
+        start = end - dur
         name = isa.OPCODE_NAMES[code]
         macs = (after.tile_macs - before.tile_macs).sum(axis=1)
         sram = (after.sram_rd - before.sram_rd) + (after.sram_wr - before.sram_wr)
         off = (after.off_rd - before.off_rd) + (after.off_wr - before.off_wr)
         sent, recv = after.sent - before.sent, after.recv - before.recv
-        ts, te = self._us(start), self._us(start + dur)
         text = machine.program.disassemble(index, index + 1)[0]
         for t in tiles:
             t = int(t)
             self.tiles.add(t)
-            self.events.append({"ph": "X", "pid": PID_TILES, "tid": t, "name": name, "ts": ts, "dur": te - ts,
-                                "args": {"op": index, "layer": layer, "macs": int(macs[t]), "sram_bytes": int(sram[t]),
+            # streamed columns let an op overlap the one before it: its slice starts where that one's ends
+            ts, te = self._us(max(start, self._tile_end.get(t, start))), self._us(end)
+            self._tile_end[t] = max(end, self._tile_end.get(t, end))
+            self.events.append({"ph": "X", "pid": PID_TILES, "tid": t, "name": name, "ts": ts, "dur": max(te - ts, 0.0),
+                                "args": {"op": index, "layer": layer, "cycles": dur, "macs": int(macs[t]), "sram_bytes": int(sram[t]),
                                          "offchip_bytes": int(off[t]), "sent_bytes": int(sent[t]),
                                          "recv_bytes": int(recv[t]), "asm": text}})
         busy = after.link_busy - before.link_busy
