@@ -104,7 +104,7 @@ def test_kv_routes_replay_the_compilers_attention_sends():
     G = len(plan.groups[0])
     for l in range(cfg.n_layers):
         sends = [op for op in prog.ops if op["opcode"] == isa.SEND and op["layer"] == l]
-        want = send_pairs(chip.n_tiles, cfg, "int8", (l * cfg.n_kv_heads) % G)
+        want = send_pairs(chip.n_tiles, chip.mesh.tensor_group_tiles, cfg, "int8", (l * cfg.n_kv_heads) % G)
         assert len(sends) == sum(len(w[0]) > 0 for w in want)
         for op, (src, dst, nb) in zip(sends, [w for w in want if len(w[0])]):
             got = prog.transfers[op["t_off"]: op["t_off"] + op["t_cnt"]]

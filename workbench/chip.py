@@ -61,6 +61,7 @@ class MeshSpec:
     topology: str  # "mesh" | "torus" | "ring"
     cores_per_tile: int = 1   # physical cores one emulation tile stands for (WSE-3: ~1000)
     physical_cores: int = 0   # 0 -> rows*cols*cores_per_tile
+    tensor_group_tiles: int = 64  # the most tiles one tensor-parallel group spans (compiler.MAX_GROUP_TILES)
 
 
 @dataclass(frozen=True)
@@ -331,7 +332,8 @@ _SCHEMA: dict[str, dict[str, _Field]] = {
              "clock_ghz": _f(0, 100, lo_open=True), "die_mm2": _f(0, 1e6, lo_open=True),
              "notes": _s(required=False)},
     "mesh": {"rows": _i(1, MAX_TILES), "cols": _i(1, MAX_TILES), "topology": _s(*MESH_TOPOLOGIES),
-             "cores_per_tile": _i(1, 10**9, required=False), "physical_cores": _i(0, 10**13, required=False)},
+             "cores_per_tile": _i(1, 10**9, required=False), "physical_cores": _i(0, 10**13, required=False),
+             "tensor_group_tiles": _i(1, 4096, required=False)},
     "tile": {"sram_kib": _f(0, 2**30, lo_open=True), "vector_lanes": _i(0, 10**9),
              "sram_bytes_per_cycle": _i(1, 10**9)},  # + [tile.macs_per_cycle], checked on its own
     "memory": {"kind": _s(*MEMORY_KINDS), "capacity_gib": _f(0, 1e7), "bandwidth_gb_per_s": _f(0, 1e9),

@@ -23,7 +23,7 @@ from .precision import EMULATED_PRECISIONS
 
 
 MAPPINGS = ("tensor", "pipeline", "hybrid", "auto")
-MAX_GROUP_TILES = 64      # a tensor-parallel group larger than this spends more on all-reduce than it saves
+MAX_GROUP_TILES = 64      # default group cap (mesh.tensor_group_tiles): on a mesh a larger tensor group spends more on all-reduce than it saves
 KV_BLOCK_TOKENS = 16      # the KV cache spills to off-chip memory in pages of 16 tokens
 ACT_BYTES = 4             # activations travel as fp32 between tiles
 
@@ -178,14 +178,14 @@ def per_col_act_bytes(config: ModelConfig, group_tiles: int) -> int:
     return 5 * config.dim + ACT_BYTES * (-(-share // group_tiles))
 
 
-def _groups(n_tiles: int, n_layers: int, mapping: str) -> list[list[int]]:
+def _groups(n_tiles: int, n_layers: int, mapping: str, max_tiles: int = MAX_GROUP_TILES) -> list[list[int]]:
     if mapping == "tensor":
         n_groups = 1
     elif mapping == "pipeline":
         n_groups = min(n_layers, n_tiles)
     else:  # hybrid
         n_groups = min(2, n_layers, n_tiles)
-    size = min(n_tiles // n_groups, MAX_GROUP_TILES)
+    size = min(n_tiles // n_groups, max_tiles)
     return [list(range(g * size, (g + 1) * size)) for g in range(n_groups)]
 
 
@@ -216,7 +216,7 @@ def _place(chip, config: ModelConfig, options: CompileOptions, mapping: str) -> 
     topo = build(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology)
     tensors = tensor_table(config, options.precision)
     context = options.context or config.seq_len
-    groups = _groups(T, config.n_layers, mapping)
+    groups = _groups(T, config.n_layers, mapping, chip.mesh.tensor_group_tiles)
     G = len(groups)
     layer_group = [min(l * G // config.n_layers, G - 1) for l in range(config.n_layers)]
     cap = int(chip.sram_bytes_per_tile)

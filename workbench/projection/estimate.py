@@ -131,7 +131,7 @@ class _Layout:
         self.slice = slice_config(config, tp, 1)
         self.options = CompileOptions(precision=run_prec, mapping="tensor", batch=batch, context=context,
                                       prefill_chunk=1)
-        _, slots, tail = layer_slots(chip.n_tiles, replace(self.slice, name=""), run_prec)
+        _, slots, tail = layer_slots(chip.n_tiles, chip.mesh.tensor_group_tiles, replace(self.slice, name=""), run_prec)
         out_bytes = float(tail[0].sum() if config.tied_embeddings else tail[1].sum())
         kinds = Counter(stages(config.n_layers, pp, float(slots.sum()), float(tail[0].sum()), out_bytes))
         cols = max(batch, chunk)
@@ -177,10 +177,11 @@ def _kv_shift(chip, lay: _Layout, ncols: list[int]) -> Cost:
             weight[o] = weight.get(o, 0.0) + n
         weight[cls.offsets[k]] = weight.get(cls.offsets[k], 0.0) - sum(layers.values())
     offs = tuple(sorted(o for o, w in weight.items() if w))
-    T = topology(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, min(chip.n_tiles, 64)).n_tiles
+    T = topology(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, min(chip.n_tiles, chip.mesh.tensor_group_tiles)).n_tiles
     if not offs:
         return zero_cost(T)
-    st = send_stats(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, chip.n_tiles, replace(lay.slice, name=""),
+    st = send_stats(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, chip.n_tiles,
+                    chip.mesh.tensor_group_tiles, replace(lay.slice, name=""),
                     lay.options.precision, offs)
     w = np.array([weight[o] for o in offs])
     params = cost.cost_params(chip)
@@ -217,6 +218,7 @@ def _embed_mean(chip, lay: _Layout, like: Cost) -> Cost:
     the mean EMBED over the vocabulary minus token 0's (cycles, NoC byte-hops)."""
     p = cost.cost_params(chip)
     cyc, hb = embed_cycles_by_owner(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, chip.n_tiles,
+                                    chip.mesh.tensor_group_tiles,
                                     replace(lay.slice, name=""), lay.options.precision, float(p[cost.P_LINK_BPC]),
                                     float(p[cost.P_HOP_LAT]), float(p[cost.P_OP_OVERHEAD]))
     z = np.zeros_like(like.vec)
@@ -336,7 +338,7 @@ def _default_chunk(chip, config: ModelConfig, batch: int, prompt_len: int) -> in
     quarter of a tile (an HBM chip is taken to keep what does not fit beside the weights)."""
     chunk = min(prompt_len, MAX_PREFILL_CHUNK)
     if not chip.has_offchip:
-        per_col = per_col_act_bytes(config, min(chip.n_tiles, 64))
+        per_col = per_col_act_bytes(config, min(chip.n_tiles, chip.mesh.tensor_group_tiles))
         while chunk > 1 and per_col * max(batch, chunk) > chip.sram_bytes_per_tile // 4:
             chunk //= 2
     return chunk
@@ -377,7 +379,7 @@ def project(chip, config: ModelConfig, *, precision: str = "int8", batch: int = 
     chunk = _default_chunk(chip, config, batch, prompt_len) if prefill_chunk is None else prefill_chunk
     _check(config, precision, batch, prompt_len, gen_len, n_chips, mapping, chip, chunk)
     if prefill_chunk is not None:  # as CompileOptions.prefill_chunk: halved until its activations fit
-        per_col = per_col_act_bytes(config, min(chip.n_tiles, 64))
+        per_col = per_col_act_bytes(config, min(chip.n_tiles, chip.mesh.tensor_group_tiles))
         while chunk > 1 and per_col * batch * chunk > chip.sram_bytes_per_tile // 4:
             chunk //= 2
     run_prec = "int8" if precision == "fp8" else precision

@@ -83,9 +83,9 @@ def _stats(src, dst, nbytes, op, n_ops, geometry, hops, n_tiles, load, buf):
 
 
 @lru_cache(maxsize=64)
-def _attention_shards(n_tiles: int, config: ModelConfig, precision: str):
+def _attention_shards(n_tiles: int, group_max: int, config: ModelConfig, precision: str):
     cfg1 = replace(config, n_layers=1, name="")
-    groups = _groups(n_tiles, 1, "tensor")
+    groups = _groups(n_tiles, 1, "tensor", group_max)
     shards, _ = _shard(cfg1, tensor_table(cfg1, precision), groups, [0])
     own: dict[str, list] = {}
     for s in shards:
@@ -94,9 +94,9 @@ def _attention_shards(n_tiles: int, config: ModelConfig, precision: str):
                                                                                   "attn_output"))
 
 
-def send_pairs(n_tiles: int, config: ModelConfig, precision: str, offset: int) -> list[tuple[np.ndarray, ...]]:
+def send_pairs(n_tiles: int, group_max: int, config: ModelConfig, precision: str, offset: int) -> list[tuple[np.ndarray, ...]]:
     """(src, dst, bytes per column) of the three attention SENDs of a layer whose kv-heads sit at ``offset``."""
-    g, (q, k, v, wo) = _attention_shards(n_tiles, replace(config, n_layers=1, name=""), precision)
+    g, (q, k, v, wo) = _attention_shards(n_tiles, group_max, replace(config, n_layers=1, name=""), precision)
     H, hd = config.n_kv_heads, config.head_dim
     n_rep = config.n_heads // H
     hq = np.arange(H) * n_rep * hd
@@ -109,17 +109,17 @@ def send_pairs(n_tiles: int, config: ModelConfig, precision: str, offset: int) -
 
 
 @lru_cache(maxsize=64)
-def send_stats(rows: int, cols: int, kind: str, n_tiles: int, config: ModelConfig, precision: str,
+def send_stats(rows: int, cols: int, kind: str, n_tiles: int, group_max: int, config: ModelConfig, precision: str,
                offsets: tuple[int, ...]) -> SendStats:
     """SendStats of one layer of ``config`` (a chip's slice) on the chip's tensor group at each kv offset."""
-    topo = topology(rows, cols, kind, min(n_tiles, 64))
+    topo = topology(rows, cols, kind, min(n_tiles, group_max))
     load = np.zeros(topo.n_links)
     buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
     O = len(offsets)
     out = [np.zeros((O, N_SENDS)), np.zeros((O, N_SENDS)), np.zeros((O, N_SENDS)), np.zeros(O),
            np.zeros((O, topo.n_tiles)), np.zeros((O, topo.n_tiles))]
     for i, o in enumerate(offsets):
-        parts = send_pairs(n_tiles, config, precision, o)
+        parts = send_pairs(n_tiles, group_max, config, precision, o)
         src, dst, nb = (np.concatenate([p[j] for p in parts]) for j in range(3))
         op = np.concatenate([np.full(len(p[0]), j) for j, p in enumerate(parts)])
         res = _stats(src.astype(np.int64), dst.astype(np.int64), nb.astype(np.float64), op.astype(np.int64),
@@ -132,16 +132,17 @@ def send_stats(rows: int, cols: int, kind: str, n_tiles: int, config: ModelConfi
 
 
 @lru_cache(maxsize=64)
-def embed_cycles_by_owner(rows: int, cols: int, kind: str, n_tiles: int, config: ModelConfig, precision: str,
+def embed_cycles_by_owner(rows: int, cols: int, kind: str, n_tiles: int, group_max: int, config: ModelConfig,
+                          precision: str,
                           link_bpc: float, hop_lat: float, overhead: float) -> tuple[np.ndarray, np.ndarray]:
     """A one-token EMBED (executor: the owner of the token's row sends ``dim`` fp32 values to every other group
     tile) for each token id's owner: (cycles per token id (V,), byte-hops per token id (V,))."""
     cfg1 = replace(config, n_layers=1, name="")
-    groups = _groups(n_tiles, 1, "tensor")
+    groups = _groups(n_tiles, 1, "tensor", group_max)
     g = np.asarray(groups[0])
     shards, _ = _shard(cfg1, tensor_table(cfg1, precision), groups, [0])
     emb = [s for s in shards if s.tensor == "token_embd.weight"]
-    topo = topology(rows, cols, kind, min(n_tiles, 64))
+    topo = topology(rows, cols, kind, min(n_tiles, group_max))
     load = np.zeros(topo.n_links)
     buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
     V = cfg1.vocab_size

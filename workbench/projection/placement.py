@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..compiler import KV_BLOCK_TOKENS, MAX_GROUP_TILES, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
+from ..compiler import KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
 from ..machine.tensors import tensor_table
 from ..machine.topology import Topology, build
 from ..model.config import ModelConfig
@@ -105,13 +105,14 @@ def place(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *,
     """Replay compiler._place for ``n_layers`` identical layers of ``config1`` on ``chip`` (one tile group).
 
     ``act_cols``: columns of activations to hold (0 = batch x prefill_chunk, as the compiler does)."""
-    return _place(int(chip.sram_bytes_per_tile), chip.n_tiles, bool(chip.has_offchip), replace(config1, name=""),
+    return _place(int(chip.sram_bytes_per_tile), chip.n_tiles, chip.mesh.tensor_group_tiles, bool(chip.has_offchip),
+                  replace(config1, name=""),
                   n_layers, options, act_cols, embed, output)
 
 
-def max_groups(n_tiles: int) -> int:
-    """How many disjoint groups of the tensor group's size (min(T, MAX_GROUP_TILES) tiles) the chip has."""
-    return max(1, n_tiles // min(n_tiles, MAX_GROUP_TILES))
+def max_groups(n_tiles: int, group_max: int) -> int:
+    """How many disjoint groups of the tensor group's size (min(T, group_max) tiles) the chip has."""
+    return max(1, n_tiles // min(n_tiles, group_max))
 
 
 def place_stage(chip, config1: ModelConfig, n_layers: int, options: CompileOptions, *, act_cols: int = 0,
@@ -127,42 +128,42 @@ def place_stage(chip, config1: ModelConfig, n_layers: int, options: CompileOptio
     is always accepted (what does not fit streams), so only an SRAM-only chip, whose SRAM is the only place
     weights can live, spreads a stage over more of its tiles. When no k is accepted, the most groups are
     used and the verdict says why."""
-    return _place_stage(int(chip.sram_bytes_per_tile), chip.n_tiles, bool(chip.has_offchip),
+    return _place_stage(int(chip.sram_bytes_per_tile), chip.n_tiles, chip.mesh.tensor_group_tiles, bool(chip.has_offchip),
                         replace(config1, name=""), n_layers, options, act_cols, embed, output)
 
 
 @lru_cache(maxsize=256)
-def _place_stage(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
+def _place_stage(cap: int, T: int, gmax: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
                  act_cols: int, embed: bool, output: bool) -> Placement:
-    one = _place(cap, T, has_offchip, config1, n_layers, options, act_cols, embed, output)
-    k_max = min(max_groups(T), max(1, n_layers + int(embed) + int(output)))   # a group holds at least one item
+    one = _place(cap, T, gmax, has_offchip, config1, n_layers, options, act_cols, embed, output)
+    k_max = min(max_groups(T, gmax), max(1, n_layers + int(embed) + int(output)))   # a group holds at least one item
     if one.ok or k_max == 1:
         return one
     lo, hi = 1, k_max                       # lo is refused; bisect for the fewest accepted (fit grows with k)
-    best = _grouped(cap, T, has_offchip, config1, n_layers, options, act_cols, embed, output, hi)
+    best = _grouped(cap, T, gmax, has_offchip, config1, n_layers, options, act_cols, embed, output, hi)
     if not best.ok:
         return best
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        p = _grouped(cap, T, has_offchip, config1, n_layers, options, act_cols, embed, output, mid)
+        p = _grouped(cap, T, gmax, has_offchip, config1, n_layers, options, act_cols, embed, output, mid)
         lo, hi, best = (lo, mid, p) if p.ok else (mid, hi, best)
     return best
 
 
-def _grouped(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
+def _grouped(cap: int, T: int, gmax: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
              act_cols: int, embed: bool, output: bool, k: int) -> Placement:
     """The stage on ``k`` groups: each group placed as the compiler places it, its arrays moved to its tiles;
     layer masks, kv offsets and the tail mask stay in the first group's tile numbering (the reduced program
     runs every layer there: groups are the same shape)."""
-    S = min(T, MAX_GROUP_TILES)
-    _, slots, tail = layer_slots(T, replace(config1, n_layers=1), options.precision)
+    S = min(T, gmax)
+    _, slots, tail = layer_slots(T, gmax, replace(config1, n_layers=1), options.precision)
     tied_once = config1.tied_embeddings and output   # the compiler keeps a tied table only in the last group
     embed_bytes = float(tail[0].sum()) if embed and not tied_once else 0.0
     out_bytes = float(tail[0].sum() if config1.tied_embeddings else tail[1].sum()) if output else 0.0
     cut = stages(n_layers, k, float(slots.sum()), embed_bytes, out_bytes)
     counts = [c for c, _, _ in cut]
     firsts = [sum(counts[:g]) for g in range(len(cut))]
-    parts = [_place(cap, T, has_offchip, config1, c, options, act_cols, e and embed_bytes > 0, o and output, f)
+    parts = [_place(cap, T, gmax, has_offchip, config1, c, options, act_cols, e and embed_bytes > 0, o and output, f)
              for (c, e, o), f in zip(cut, firsts)]
     k = len(parts)
     per_tile = [np.zeros(T, np.int64) for _ in range(4)]
@@ -185,11 +186,11 @@ def _grouped(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers
 
 
 @lru_cache(maxsize=256)
-def _place(cap: int, T: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
+def _place(cap: int, T: int, gmax: int, has_offchip: bool, config1: ModelConfig, n_layers: int, options: CompileOptions,
            act_cols: int, embed: bool, output: bool, first_layer: int = 0) -> Placement:
     """place(), keyed by everything of the chip it reads (arrays returned read-only). ``first_layer``: the global
     index of the first layer (the compiler homes layer l's kv-heads from tile (l * H) % G of its group)."""
-    group, slots, tail0 = layer_slots(T, replace(config1, n_layers=1), options.precision)
+    group, slots, tail0 = layer_slots(T, gmax, replace(config1, n_layers=1), options.precision)
     G = len(group)
     gidx = np.asarray(group, np.int64)
     cols = act_cols or options.batch * max(1, options.prefill_chunk)
@@ -278,11 +279,11 @@ def _residency(slots: np.ndarray, tail: np.ndarray, n_layers: int, budget: np.nd
 
 
 @lru_cache(maxsize=256)
-def layer_slots(n_tiles: int, config: ModelConfig, precision: str) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+def layer_slots(n_tiles: int, group_max: int, config: ModelConfig, precision: str) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
     """The tensor mapping's group and the shard bytes of one layer per slot and tile (slots, T), plus the
     embedding and classifier shard bytes (2, T), from the compiler's _shard of a one-layer model."""
     cfg1 = replace(config, n_layers=1)
-    groups = _groups(n_tiles, 1, "tensor")
+    groups = _groups(n_tiles, 1, "tensor", group_max)
     shards, _ = _shard(cfg1, tensor_table(cfg1, precision), groups, [0])
     _, slots, tail = _layer_slots(shards, n_tiles)
     slots.setflags(write=False)
@@ -291,10 +292,10 @@ def layer_slots(n_tiles: int, config: ModelConfig, precision: str) -> tuple[tupl
 
 
 @lru_cache(maxsize=256)
-def layer_slot_keys(n_tiles: int, config: ModelConfig, precision: str) -> tuple[tuple[str, int], ...]:
+def layer_slot_keys(n_tiles: int, group_max: int, config: ModelConfig, precision: str) -> tuple[tuple[str, int], ...]:
     """(tensor of layer 0, expert) of each slot, in the order of layer_slots' rows."""
     cfg1 = replace(config, n_layers=1)
-    shards, _ = _shard(cfg1, tensor_table(cfg1, precision), _groups(n_tiles, 1, "tensor"), [0])
+    shards, _ = _shard(cfg1, tensor_table(cfg1, precision), _groups(n_tiles, 1, "tensor", group_max), [0])
     return tuple(_layer_slots(shards, n_tiles)[0])
 
 
@@ -306,10 +307,10 @@ def reduced_plan(chip, config: ModelConfig, options: CompileOptions, topo: Topol
     K = len(masks)
     cfg = replace(config, n_layers=K)
     T = topo.n_tiles
-    groups = _groups(T, K, "tensor")
+    groups = _groups(T, K, "tensor", chip.mesh.tensor_group_tiles)
     tensors = tensor_table(cfg, options.precision)
     shards, expert_groups = _shard(cfg, tensors, groups, [0] * K)
-    keys = layer_slot_keys(chip.n_tiles, replace(config, n_layers=1, name=""), options.precision)
+    keys = layer_slot_keys(chip.n_tiles, chip.mesh.tensor_group_tiles, replace(config, n_layers=1, name=""), options.precision)
     slot_of = {k: i for i, k in enumerate(keys)}
     out = []
     for s in shards:

@@ -67,8 +67,8 @@ def _template(chip, config, precision: str, masks: np.ndarray, offsets: tuple[in
               tail_mask: np.ndarray) -> Machine:
     """A shape-only Machine for the reduced program, cached by everything the program depends on: the mesh,
     the slice's shapes, the precision, which shards are resident and where each layer's kv-heads live."""
-    used = min(chip.n_tiles, 64)
-    key = (chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, config, precision, masks.shape, masks.tobytes(),
+    used = min(chip.n_tiles, chip.mesh.tensor_group_tiles)
+    key = (chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, used, config, precision, masks.shape, masks.tobytes(),
            offsets, tail_mask.tobytes())
     m = _TEMPLATES.get(key)
     if m is not None:
