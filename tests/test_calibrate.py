@@ -7,14 +7,13 @@ import pytest
 from workbench.calibrate import ROWS, calibrate
 
 # rows the projection cannot match without a per-model factor (docs/calibration.md says why)
-KNOWN_OUTSIDE = {("T10", "tenstorrent-wormhole-galaxy", "tokens_per_s_per_user"), ("T10", "tenstorrent-wormhole-galaxy", "ttft_s"),
+KNOWN_OUTSIDE = {("T10", "tenstorrent-wormhole-galaxy", "tokens_per_s_per_user"),
                  ("T10", "tenstorrent-wormhole-n150", "ttft_s"), ("T10", "tenstorrent-blackhole-p150", "ttft_s"),
-                 ("N10", "nvidia-h100-x2", "ttft_s"), ("N14", "nvidia-h100-x8", "tokens_per_s"),
-                 ("A9", "amd-mi300x-x8", "tokens_per_s")}
+                 ("N10", "nvidia-h100-x2", "ttft_s"), ("A9", "amd-mi300x-x8", "tokens_per_s")}
 # what is achieved, so that it cannot silently get worse; the target (median under 25%, every row in band)
 # is not met, and docs/calibration.md says what stands in the way
 MEDIAN_ERROR_AT_MOST = 0.33
-WITHIN_AT_LEAST = 11
+WITHIN_AT_LEAST = 13
 
 
 @pytest.fixture(scope="module")

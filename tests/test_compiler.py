@@ -124,7 +124,8 @@ def test_disassembly_is_one_readable_line_per_op(teaching):
     assert " L0 " in first_q and "matmul" in first_q and "q8_0" in first_q and "rows 0:" in first_q and "k 0:64" in first_q
     assert first_q.endswith("->q")
     assert any("all-reduce" in line and "transfers" in line for line in lines)
-    assert any("(replica)" in line for line in lines)
+    # a dense model's hidden state is split over the group: each tile norms its slice from exchanged partial sums
+    assert any(" sumsq " in line for line in lines) and any("partial sums" in line for line in lines)
     assert prog.disassemble(3, 5) == lines[3:5]
 
 

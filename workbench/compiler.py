@@ -171,6 +171,22 @@ def split(n: int, parts: int, unit: int) -> list[tuple[int, int]]:
     return out
 
 
+def hidden_slices(dim: int, group_tiles: int) -> list[tuple[int, int]]:
+    """The slice of the hidden state each tile of a group holds between layers: whole 32-value quant blocks."""
+    return split(dim, group_tiles, 32)
+
+
+def crossing_pairs(prev: list[int], nxt: list[int], dim: int) -> list[tuple[int, int, int]]:
+    """(src, dst, bytes per column) moving a split hidden state from one group's tiles to the next group's."""
+    out = []
+    for s, (a0, a1) in zip(prev, hidden_slices(dim, len(prev))):
+        for d, (b0, b1) in zip(nxt, hidden_slices(dim, len(nxt))):
+            ov = min(a1, b1) - max(a0, b0)
+            if ov > 0:
+                out.append((s, d, ov * ACT_BYTES))
+    return out
+
+
 def per_col_act_bytes(config: ModelConfig, group_tiles: int) -> int:
     """Activation bytes one tile holds per column: the input vector (fp32 and its int8 copy) and its
     share of the q/k/v, classifier and FFN outputs."""
@@ -417,7 +433,7 @@ class _Emitter:
         self.ops: list[tuple] = []
         self.transfers: list[tuple[int, int, int]] = []
         cfg = plan.config
-        self.buffers = ["x", "xb", "q", "k", "v", "att", "o", "logits", "router"]
+        self.buffers = ["x", "xb", "q", "k", "v", "att", "o", "logits", "router", "ss"]
         n_exp = max(cfg.n_experts, 1)
         for e in range(n_exp):
             self.buffers += [f"h1.{e}", f"h3.{e}", f"eout.{e}"]
@@ -480,16 +496,50 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
     def owners(name, expert=-1):
         return [s for s in shards_of[name] if s.expert == expert]
 
-    def allreduce(tiles, n, layer, out_buf, expert=-1, aux_group=-1):
-        """Reduce-scatter then all-gather, tile i owning slice i; partial slots are summed in tile order."""
-        slices = split(n, len(tiles), 1)
-        rs = [(src, tiles[i], (hi - lo) * ACT_BYTES) for i, (lo, hi) in enumerate(slices) for src in tiles]
+    def allreduce(tiles, n, layer, out_buf, expert=-1, aux_group=-1, owners=None):
+        """Reduce-scatter then all-gather, tile i owning slice i; partial slots are summed in tile order. With
+        ``owners`` (the group's tiles) the sum stays split as the hidden state is (:func:`hidden_slices`)."""
+        if owners is not None:
+            dst, slices = owners, split(n, len(owners), 32)
+        else:
+            dst, slices = tiles, split(n, len(tiles), 1)
+        rs = [(src, dst[i], (hi - lo) * ACT_BYTES) for i, (lo, hi) in enumerate(slices) for src in tiles]
         em.comm(isa.ALLREDUCE, isa.KIND_ALLREDUCE, rs, layer=layer, tile=tiles[0], aux2=aux_group)
         for i, (lo, hi) in enumerate(slices):
             if hi > lo:
-                em.op(isa.REDUCE, layer=layer, tile=tiles[i], out=out_buf, r0=lo, r1=hi, aux=len(tiles), aux2=expert)
-        ag = [(tiles[i], dst, (hi - lo) * ACT_BYTES) for i, (lo, hi) in enumerate(slices) for dst in tiles]
-        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, ag, layer=layer, tile=tiles[0], aux2=aux_group)
+                em.op(isa.REDUCE, layer=layer, tile=dst[i], out=out_buf, r0=lo, r1=hi, aux=len(tiles), aux2=expert)
+        if owners is None:
+            ag = [(tiles[i], d, (hi - lo) * ACT_BYTES) for i, (lo, hi) in enumerate(slices) for d in tiles]
+            em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, ag, layer=layer, tile=tiles[0], aux2=aux_group)
+
+    def norm(tiles, layer, w_off, float_input):
+        """RMSNORM and QUANT of x with the hidden state split over ``tiles``: each sums the squares of its slice,
+        the partial sums are exchanged, each normalizes and quantizes its slice, and the matmuls' input (the
+        int8 blocks with their scales, or fp32 for a float model) is all-gathered."""
+        own = [(t, lo, hi) for t, (lo, hi) in zip(tiles, hidden_slices(cfg.dim, len(tiles))) if hi > lo]
+        for i, (t, lo, hi) in enumerate(own):
+            em.op(isa.SUMSQ, layer=layer, tile=t, src=em.b("x"), out=em.b("ss"), r0=lo, r1=hi, aux=i)
+        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, [(a, b, 4) for a, _, _ in own for b, _, _ in own], layer=layer,
+                tile=tiles[0])
+        for t, lo, hi in own:
+            em.op(isa.RMSNORM, layer=layer, tile=t, src=em.b("x"), out=em.b("xb"), r0=lo, r1=hi, w_off=w_off,
+                  aux=len(own), aux2=em.b("ss"))
+            em.op(isa.QUANT, layer=layer, tile=t, src=em.b("xb"), out=em.qb("xq"), r0=lo, r1=hi)
+        size = (lambda n: n * ACT_BYTES) if float_input else (lambda n: n + n // 32 * 4)
+        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, [(t, d, size(hi - lo)) for t, lo, hi in own for d in tiles],
+                layer=layer, tile=tiles[0])
+
+    def is_float(name):
+        return plan.tensors[name].fmt in ("f32", "f16", "bf16")
+
+    def resadd_split(tiles, layer):
+        for t, (lo, hi) in zip(tiles, hidden_slices(cfg.dim, len(tiles))):
+            if hi > lo:
+                em.op(isa.RESADD, layer=layer, tile=t, src=em.b("o"), out=em.b("x"), r0=lo, r1=hi)
+
+    # a dense model keeps the hidden state split over its group's tiles between layers (each tile adds, norms
+    # and quantizes its slice); an MoE model keeps it whole on every tile
+    split_hidden = not cfg.is_moe
 
     def gather_rows(src_shards, dst_ranges, layer, kind=isa.KIND_SEND, row_mult=1):
         """Send rows from the tiles that produced them to the tiles that need them (overlap of ranges)."""
@@ -511,12 +561,18 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
         g = groups[plan.layer_group[l]]
         if l > 0 and plan.layer_group[l] != plan.layer_group[l - 1]:
             prev = groups[plan.layer_group[l - 1]]
-            em.comm(isa.SEND, isa.KIND_SEND, [(prev[0], t, cfg.dim * ACT_BYTES) for t in g], layer=l, tile=prev[0])
+            if split_hidden:  # each slice of the hidden state goes to the next group's tiles that hold it
+                em.comm(isa.SEND, isa.KIND_SEND, crossing_pairs(prev, g, cfg.dim), layer=l, tile=prev[0])
+            else:
+                em.comm(isa.SEND, isa.KIND_SEND, [(prev[0], t, cfg.dim * ACT_BYTES) for t in g], layer=l, tile=prev[0])
         em.layer_starts.append(len(em.ops))
         p = f"blk.{l}."
         nw = w_offsets[p + "attn_norm.weight"]
-        em.replicated(isa.RMSNORM, g, l, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim, w_off=nw)
-        em.replicated(isa.QUANT, g, l, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
+        if split_hidden:
+            norm(g, l, nw, is_float(p + "attn_q.weight"))
+        else:
+            em.replicated(isa.RMSNORM, g, l, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim, w_off=nw)
+            em.replicated(isa.QUANT, g, l, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
         for name, buf in (("attn_q", "q"), ("attn_k", "k"), ("attn_v", "v")):
             matmul(p + name + ".weight", em.qb("xq"), em.b("xb"), em.b(buf), l)
         for name, buf in (("attn_q", "q"), ("attn_k", "k")):
@@ -537,10 +593,16 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
         for s in wo:
             em.op(isa.QUANT, layer=l, tile=s.tile, src=em.b("att"), out=em.qb("aq"), r0=s.k0, r1=min(s.k1, cfg.q_dim))
         matmul(p + "attn_output.weight", em.qb("aq"), em.b("att"), em.b("o"), l, part=True)
-        allreduce([s.tile for s in wo], cfg.dim, l, em.b("o"))
-        em.replicated(isa.RESADD, g, l, src=em.b("o"), out=em.b("x"), r0=0, r1=cfg.dim)
-        em.replicated(isa.RMSNORM, g, l, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim, w_off=w_offsets[p + "ffn_norm.weight"])
-        em.replicated(isa.QUANT, g, l, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
+        if split_hidden:
+            allreduce([s.tile for s in wo], cfg.dim, l, em.b("o"), owners=g)
+            resadd_split(g, l)
+            norm(g, l, w_offsets[p + "ffn_norm.weight"], is_float(p + "ffn_gate.weight"))
+        else:
+            allreduce([s.tile for s in wo], cfg.dim, l, em.b("o"))
+            em.replicated(isa.RESADD, g, l, src=em.b("o"), out=em.b("x"), r0=0, r1=cfg.dim)
+            em.replicated(isa.RMSNORM, g, l, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim,
+                          w_off=w_offsets[p + "ffn_norm.weight"])
+            em.replicated(isa.QUANT, g, l, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
         if cfg.is_moe:
             _emit_moe(em, plan, l, g, matmul, allreduce, w_offsets)
         else:
@@ -552,14 +614,20 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
                 em.op(isa.SILU_MUL, layer=l, tile=s.tile, src=em.b("h3.0"), out=em.b("h1.0"), r0=lo, r1=hi)
                 em.op(isa.QUANT, layer=l, tile=s.tile, src=em.b("h1.0"), out=em.qb("hq.0"), r0=lo, r1=hi)
             matmul(p + "ffn_down.weight", em.qb("hq.0"), em.b("h1.0"), em.b("o"), l, part=True)
-            allreduce([s.tile for s in downs], cfg.dim, l, em.b("o"))
-        em.replicated(isa.RESADD, g, l, src=em.b("o"), out=em.b("x"), r0=0, r1=cfg.dim)
+            allreduce([s.tile for s in downs], cfg.dim, l, em.b("o"), owners=g)
+            resadd_split(g, l)
+        if cfg.is_moe:
+            em.replicated(isa.RESADD, g, l, src=em.b("o"), out=em.b("x"), r0=0, r1=cfg.dim)
     em.layer_starts.append(len(em.ops))
     last = groups[plan.layer_group[-1]]
     em.op(isa.COPY, tile=last[0])  # prefill: keep only each sequence's last position from here on
-    em.replicated(isa.RMSNORM, last, -1, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim, w_off=w_offsets["output_norm.weight"])
-    em.replicated(isa.QUANT, last, -1, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
     cls = "token_embd.weight" if cfg.tied_embeddings else "output.weight"
+    if split_hidden:
+        norm(last, -1, w_offsets["output_norm.weight"], is_float(cls))
+    else:
+        em.replicated(isa.RMSNORM, last, -1, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim,
+                      w_off=w_offsets["output_norm.weight"])
+        em.replicated(isa.QUANT, last, -1, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
     matmul(cls, em.qb("xq"), em.b("xb"), em.b("logits"), -1)
     cls_shards = owners(cls)
     em.comm(isa.LOGITS_GATHER, isa.KIND_ALLGATHER, [(s.tile, last[0], (s.r1 - s.r0) * ACT_BYTES) for s in cls_shards],

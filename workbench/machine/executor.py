@@ -8,6 +8,8 @@ counts (the shape-only projection drives the very same loop).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 from numba.np.unsafe.ndarray import to_fixed_tuple
@@ -215,6 +217,31 @@ def _comm_mask(mask, clock, pipe, ser, lat, k):
 
 
 @njit(cache=True, nogil=True)
+def _sumsq(x, ss, c, r0, r1, slot):
+    """ss[c, slot] <- the fp32 sum of x[c, r0:r1]^2 in index order (one tile's share of an RMSNORM)."""
+    acc = np.float32(0.0)
+    for j in range(r0, r1):
+        acc += x[c, j] * x[c, j]
+    ss[c, slot] = acc
+
+
+@njit(cache=True, nogil=True)
+def _rmsnorm_slice(x, out, ss, c, r0, r1, n_parts, dim, wf32, w_idx, eps):
+    """RMSNORM of x[c, r0:r1] from the ``n_parts`` partial sums of squares in ss[c, :], added in slot order
+    (one part is the whole-row kernel's sum); False on a NaN or infinity."""
+    tot = ss[c, 0]
+    for p in range(1, n_parts):
+        tot += ss[c, p]
+    if not np.isfinite(tot):
+        return False
+    tot = tot / np.float32(dim) + np.float32(eps)
+    scale = np.float32(1.0) / np.float32(math.sqrt(tot))
+    for j in range(r0, r1):
+        out[c, j] = wf32[w_idx + j] * (scale * x[c, j])
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _dram(tile, nbytes, start, clock, fs, params, offchip):
     """An off-chip transfer from ``tile`` competing for the chip's one off-chip interface; returns its end."""
     if nbytes <= 0:
@@ -335,18 +362,38 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             i += 1
             continue
         elif code == isa.RMSNORM:
-            n = ops[i, O_R1]
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            n = r1 - r0
+            n_parts = ops[i, O_AUX]   # > 0: the row is split over tiles, partial sums of squares in act[aux2]
             if numeric:
                 for c in range(ncol):
-                    if not K.rmsnorm(act[ops[i, O_SRC]], act[ops[i, O_OUT]], c, n, wf32, ops[i, O_W_OFF] // 4,
-                                     fs[FS_EPS]):
+                    if n_parts > 0:
+                        ok = _rmsnorm_slice(act[ops[i, O_SRC]], act[ops[i, O_OUT]], act[ops[i, O_AUX2]], c, r0, r1,
+                                            n_parts, st[S_DIM], wf32, ops[i, O_W_OFF] // 4, fs[FS_EPS])
+                    else:
+                        ok = K.rmsnorm(act[ops[i, O_SRC]], act[ops[i, O_OUT]], c, n, wf32, ops[i, O_W_OFF] // 4,
+                                       fs[FS_EPS])
+                    if not ok:
                         st[S_FAULT] = FAULT_NAN
                         st[S_FAULT_OP] = i
                         return i
-            tile_vec[tile] += ncol * 3 * n
-            sram_rd[tile] += ncol * n * 4 + n * 4
+            extra = n_parts if n_parts > 0 else 0
+            tile_vec[tile] += ncol * (3 * n + extra)
+            sram_rd[tile] += ncol * (n + extra) * 4 + n * 4
             sram_wr[tile] += ncol * n * 4
-            dur = cm.compute_op_cycles(0, 0, ncol * 3 * n, ncol * n * 8 + n * 4, params)
+            dur = cm.compute_op_cycles(0, 0, ncol * (3 * n + extra), ncol * (2 * n + extra) * 4 + n * 4, params)
+        elif code == isa.SUMSQ:
+            r0 = ops[i, O_R0]
+            r1 = ops[i, O_R1]
+            n = r1 - r0
+            if numeric:
+                for c in range(ncol):
+                    _sumsq(act[ops[i, O_SRC]], act[ops[i, O_OUT]], c, r0, r1, ops[i, O_AUX])
+            tile_vec[tile] += ncol * 2 * n
+            sram_rd[tile] += ncol * n * 4
+            sram_wr[tile] += ncol * 4
+            dur = cm.compute_op_cycles(0, 0, ncol * 2 * n, ncol * (n + 1) * 4, params)
         elif code == isa.QUANT:
             r0 = ops[i, O_R0]
             r1 = ops[i, O_R1]

@@ -11,12 +11,12 @@ import numpy as np
 # Opcodes. Compute ops run on ``tile``; COMM ops move bytes along mesh paths.
 EMBED, RMSNORM, QUANT, MATMUL, ROPE, KV_WRITE, ATTN, SEND, REDUCE, SILU_MUL, RESADD, \
     MOE_ROUTE, MOE_DISPATCH, MOE_COMBINE, LOGITS_GATHER, SAMPLE, STREAM, ALLREDUCE, ALLGATHER, \
-    COPY = range(20)
+    COPY, SUMSQ = range(21)
 
 OPCODE_NAMES = (
     "embed", "rmsnorm", "quant", "matmul", "rope", "kv_write", "attn", "send", "reduce", "silu_mul",
     "resadd", "moe_route", "moe_dispatch", "moe_combine", "logits_gather", "sample", "stream",
-    "allreduce", "allgather", "copy",
+    "allreduce", "allgather", "copy", "sumsq",
 )
 N_OPCODES = len(OPCODE_NAMES)
 
@@ -91,6 +91,11 @@ def disassemble(program: np.ndarray, buffer_names: list[str], tensor_names: dict
             parts.append(f"{buffer_names[op['src']]}->{qbuffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
         elif code == REDUCE:
             parts.append(f"{op['aux']} partials->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
+        elif code == SUMSQ:
+            parts.append(f"{buffer_names[op['src']]}[{op['r0']}:{op['r1']}]^2->{buffer_names[op['out']]}[{op['aux']}]")
+        elif code == RMSNORM and op["aux"] > 0:
+            parts.append(f"{buffer_names[op['src']]}->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]"
+                         f" by {op['aux']} partial sums")
         elif code in (RMSNORM, ROPE, SILU_MUL, RESADD, EMBED, SAMPLE, MOE_ROUTE):
             parts.append(f"{buffer_names[op['src']]}->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
         if not op["numeric"]:

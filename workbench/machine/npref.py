@@ -211,14 +211,22 @@ class NumpyMachine:
                     self.store, info.fmt, int(op["w_off"]), info.row_bytes, int(self.tokens[c]), cfg.dim)
         elif code == isa.MATMUL:
             self._matmul(op)
+        elif code == isa.SUMSQ:
+            x = self.act[op["src"], : self.ncol, r0:r1]
+            self.act[op["out"], : self.ncol, int(op["aux"])] = seq_sum(x * x, axis=1)
         elif code == isa.RMSNORM:
-            n = r1
-            x = self.act[op["src"], : self.ncol, :n]
-            ss = seq_sum(x * x, axis=1)
+            n_parts = int(op["aux"])
+            if n_parts > 0:    # the row split over tiles: add their partial sums of squares in slot order
+                ss, n = seq_sum(self.act[int(op["aux2"]), : self.ncol, :n_parts], axis=1), cfg.dim
+            else:
+                r0, n = 0, r1
+                xx = self.act[op["src"], : self.ncol, :n]
+                ss = seq_sum(xx * xx, axis=1)
+            x = self.act[op["src"], : self.ncol, r0:r1]
             ss = ss / F32(n) + F32(cfg.norm_eps)
             scale = F32(1.0) / np.sqrt(ss.astype(np.float64)).astype(F32)
-            w = self.store[int(op["w_off"]): int(op["w_off"]) + 4 * n].view("<f4")
-            self.act[op["out"], : self.ncol, :n] = w[None, :] * (scale[:, None] * x)
+            w = self.store[int(op["w_off"]) + 4 * r0: int(op["w_off"]) + 4 * r1].view("<f4")
+            self.act[op["out"], : self.ncol, r0:r1] = w[None, :] * (scale[:, None] * x)
         elif code == isa.QUANT:
             cols = self._cols(int(op["aux"]))
             if len(cols) == 0:

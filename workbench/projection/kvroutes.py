@@ -18,7 +18,7 @@ import numpy as np
 from numba import njit
 
 from .. import cost
-from ..compiler import ACT_BYTES, _groups, _shard
+from ..compiler import ACT_BYTES, _groups, _shard, crossing_pairs
 from ..machine.tensors import tensor_table
 from ..machine.topology import route_links
 from ..model.config import ModelConfig
@@ -178,10 +178,12 @@ class CrossingStats:
 
 
 @lru_cache(maxsize=64)
-def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: int, dim: int) -> CrossingStats:
-    """compiler.emit_program's group change: the previous group's first tile sends the hidden state (``dim``
-    values of ACT_BYTES) to every tile of the next group, routed on the chip's real mesh (groups are
-    consecutive runs of ``group_tiles`` tile ids, as compiler._groups lays them out)."""
+def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: int, dim: int,
+                   split_hidden: bool = True) -> CrossingStats:
+    """compiler.emit_program's group change, routed on the chip's real mesh (groups are consecutive runs of
+    ``group_tiles`` tile ids, as compiler._groups lays them out): each tile's slice of the hidden state goes to
+    the next group's tiles that hold it (compiler.crossing_pairs); with ``split_hidden`` False (MoE) the previous
+    group's first tile sends the whole state (``dim`` values of ACT_BYTES) to every tile of the next group."""
     S = group_tiles
     topo = topology(rows, cols, kind, n_groups * S)
     load = np.zeros(topo.n_links)
@@ -189,12 +191,15 @@ def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: 
     C = n_groups - 1
     worst, hmax, hb = np.zeros(C), np.zeros(C), np.zeros(C)
     rd, wr = np.zeros((C, S)), np.zeros((C, S))
-    nb = float(dim * ACT_BYTES)
     for c in range(C):
-        dst = np.arange((c + 1) * S, (c + 2) * S, dtype=np.int64)
-        src = np.full(S, c * S, np.int64)
-        w, h, _, hop_bytes, r, x = _stats(src, dst, np.full(S, nb), np.zeros(S, np.int64), 1, topo.geometry,
-                                          topo.hops, topo.n_tiles, load, buf)
+        prev, nxt = list(range(c * S, (c + 1) * S)), list(range((c + 1) * S, (c + 2) * S))
+        if split_hidden:
+            pairs = [p for p in crossing_pairs(prev, nxt, dim) if p[0] != p[1]]
+        else:
+            pairs = [(prev[0], d, dim * ACT_BYTES) for d in nxt]
+        src, dst, nb = (np.array([p[j] for p in pairs], np.int64) for j in range(3))
+        w, h, _, hop_bytes, r, x = _stats(src, dst, nb.astype(np.float64), np.zeros(len(pairs), np.int64), 1,
+                                          topo.geometry, topo.hops, topo.n_tiles, load, buf)
         worst[c], hmax[c], hb[c] = w[0], h[0], hop_bytes
         rd[c] = r[c * S:(c + 1) * S]
         wr[c] = x[(c + 1) * S:(c + 2) * S]
