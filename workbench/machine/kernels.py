@@ -2,9 +2,9 @@
 
 Integer formats multiply int8 activations by packed weights with int32 accumulation per
 32-element block, then scale by (weight scale x activation scale) and accumulate blocks in
-fp32 in column order. Norms, softmax, SiLU and RoPE run in fp32 on the vector unit; exp is
-evaluated in float64 and rounded to fp32 so that the numpy reference (npref.py) can match
-these kernels bit for bit.
+fp32 in column order. Norms, softmax, SiLU and RoPE run in fp32 on the vector unit. Softmax and
+SiLU take exp from ``exp_f32``: a range reduction and polynomial in fp32 operations only, written
+once more in numpy (npref.exp_f32_poly) so that the two match bit for bit; LLVM vectorises it.
 """
 
 from __future__ import annotations
@@ -12,9 +12,59 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit
+from numba import types as nbtypes
+from numba.extending import intrinsic
 
 FMT_F32, FMT_F16, FMT_BF16, FMT_Q8_0, FMT_Q4_0, FMT_TQ2_0, FMT_B1_0 = range(7)
+
+# exp_f32 constants (Cephes expf): ln 2 split in two so n * EXP_C1 is exact; below EXP_X_LO the result is
+# flushed to +0 (true exp < 3.2e-38), above EXP_X_HI (ln of the largest fp32) it is +inf
+EXP_LOG2E = np.float32(1.44269504088896341)
+EXP_C1 = np.float32(0.693359375)
+EXP_C2 = np.float32(-2.12194440e-4)
+EXP_P = tuple(np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                                      1.6666665459e-1, 5.0000001201e-1))
+EXP_X_LO = np.float32(-86.5)
+EXP_X_HI = np.float32(88.72283)
+_P0, _P1, _P2, _P3, _P4, _P5 = EXP_P
+_F0 = np.float32(0.0)
+_F05 = np.float32(0.5)
+_F1 = np.float32(1.0)
+_F2 = np.float32(2.0)
+_FINF = np.float32(np.inf)
+
+
+@intrinsic
+def _bits_to_f32(typingctx, v):
+    """The fp32 whose bit pattern is the int32 ``v`` (a register bitcast; numba has no scalar view)."""
+    if v != nbtypes.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return nbtypes.float32(nbtypes.int32), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def exp_f32(x):
+    """exp of an fp32 in fp32 operations only, within 1 ulp of the correctly rounded value for x >= -86.5.
+
+    n = floor(x log2 e + 1/2), r = x - n ln 2 (two parts), e^r by a degree-7 polynomial, times 2^(n-1) built
+    from bits, times 2 (so n = 128 still overflows to inf rather than wrapping). Branch-free, so a loop of it
+    vectorises; NaN stays NaN, -inf gives 0, +inf gives inf. npref.exp_f32_poly is the same sequence in numpy.
+    """
+    xc = x if x > EXP_X_LO else EXP_X_LO  # NaN -> EXP_X_LO here; restored below
+    xc = xc if xc < EXP_X_HI else EXP_X_HI
+    nf = np.floor(xc * EXP_LOG2E + _F05)
+    r = (xc - nf * EXP_C1) - nf * EXP_C2
+    z = r * r
+    p = (((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5) * z + r + _F1
+    y = (p * _bits_to_f32(np.int32((np.int64(nf) + 126) << 23))) * _F2
+    y = _F0 if x < EXP_X_LO else y
+    y = _FINF if x > EXP_X_HI else y
+    return x if x != x else y
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -302,7 +352,7 @@ def rope(buf, c, r0, r1, head_dim, pos, cos_t, sin_t):
 def silu_mul(h1, h3, c, r0, r1):
     for r in range(r0, r1):
         v = h1[c, r]
-        sig = np.float32(1.0) / (np.float32(1.0) + np.float32(math.exp(-np.float64(v))))
+        sig = np.float32(1.0) / (np.float32(1.0) + exp_f32(-v))
         h1[c, r] = v * sig * h3[c, r]
 
 
@@ -353,53 +403,102 @@ def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _exp_scores(scores, npos, mx):
-    """scores[t] <- exp(scores[t] - mx) (float64 exp rounded to fp32); returns their fp32 sum in order."""
+def _softmax_probs(scores, npos, mx):
+    """scores[t] <- exp_f32(scores[t] - mx) / (their fp32 sum in t order). Three loops: the exp and the division
+    vectorise, the in-order sum cannot."""
+    for t in range(npos):
+        scores[t] = exp_f32(scores[t] - mx)
     tot = np.float32(0.0)
     for t in range(npos):
-        e = np.float32(math.exp(np.float64(scores[t] - mx)))
-        scores[t] = e
-        tot += e
-    return tot
+        tot += scores[t]
+    for t in range(npos):
+        scores[t] = scores[t] / tot
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _weighted_sum(p, values, vscale, scaled, npos, hd, out):
+    """out[j] = sum over t in order of p[t] x v[t, j], v = vscale[t] x int8 value when ``scaled``, else the f32 value.
+
+    Eight j at a time in scalar registers (a loop over j would keep out[] in memory: a store-to-load round trip
+    on every add); each out[j] is still one chain in t order from +0.0.
+    """
+    j0 = 0
+    while j0 + 8 <= hd:
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        a4 = np.float32(0.0)
+        a5 = np.float32(0.0)
+        a6 = np.float32(0.0)
+        a7 = np.float32(0.0)
+        for t in range(npos):
+            pt = p[t]
+            v = values[t, j0: j0 + 8]
+            if scaled:
+                dv = vscale[t]
+                a0 += pt * (dv * np.float32(v[0]))
+                a1 += pt * (dv * np.float32(v[1]))
+                a2 += pt * (dv * np.float32(v[2]))
+                a3 += pt * (dv * np.float32(v[3]))
+                a4 += pt * (dv * np.float32(v[4]))
+                a5 += pt * (dv * np.float32(v[5]))
+                a6 += pt * (dv * np.float32(v[6]))
+                a7 += pt * (dv * np.float32(v[7]))
+            else:
+                a0 += pt * np.float32(v[0])
+                a1 += pt * np.float32(v[1])
+                a2 += pt * np.float32(v[2])
+                a3 += pt * np.float32(v[3])
+                a4 += pt * np.float32(v[4])
+                a5 += pt * np.float32(v[5])
+                a6 += pt * np.float32(v[6])
+                a7 += pt * np.float32(v[7])
+        out[j0] = a0
+        out[j0 + 1] = a1
+        out[j0 + 2] = a2
+        out[j0 + 3] = a3
+        out[j0 + 4] = a4
+        out[j0 + 5] = a5
+        out[j0 + 6] = a6
+        out[j0 + 7] = a7
+        j0 += 8
+    for j in range(j0, hd):
+        a = np.float32(0.0)
+        for t in range(npos):
+            if scaled:
+                a += p[t] * (vscale[t] * np.float32(values[t, j]))
+            else:
+                a += p[t] * np.float32(values[t, j])
+        out[j] = a
 
 
 @njit(cache=True, nogil=True)
 def _softmax_weighted(scores, npos, mx, vq, vd, l, h, seq, hd, out):
-    tot = _exp_scores(scores, npos, mx)
-    for j in range(hd):
-        out[j] = np.float32(0.0)
-    values = vq[l, h, seq]
-    vscale = vd[l, h, seq]
-    for t in range(npos):
-        p = scores[t] / tot
-        dv = vscale[t]
-        vrow = values[t]
-        for j in range(hd):
-            out[j] += p * (dv * np.float32(vrow[j]))
+    _softmax_probs(scores, npos, mx)
+    _weighted_sum(scores, vq[l, h, seq], vd[l, h, seq], True, npos, hd, out)
 
 
 @njit(cache=True, nogil=True)
 def attention_f32(q, att, c, h, n_rep, hd, npos, kf, vf, l, seq, scores, out):
     """The f32 reference path: float K and V."""
     inv = np.float32(1.0 / math.sqrt(hd))
+    keys = kf[l, h, seq]
     for hq in range(h * n_rep, (h + 1) * n_rep):
         lo = hq * hd
+        qv = q[c, lo: lo + hd]
         mx = np.float32(-np.inf)
         for t in range(npos):
             s = np.float32(0.0)
+            krow = keys[t]
             for j in range(hd):
-                s += q[c, lo + j] * kf[l, h, seq, t, j]
+                s += qv[j] * krow[j]
             s = s * inv
             scores[t] = s
             if s > mx:
                 mx = s
-        tot = _exp_scores(scores, npos, mx)
-        for j in range(hd):
-            out[j] = np.float32(0.0)
-        for t in range(npos):
-            p = scores[t] / tot
-            for j in range(hd):
-                out[j] += p * vf[l, h, seq, t, j]
+        _softmax_probs(scores, npos, mx)
+        _weighted_sum(scores, vf[l, h, seq], scores, False, npos, hd, out)
         for j in range(hd):
             att[c, lo + j] = out[j]
 

@@ -4,8 +4,9 @@
 own state arrays, and decodes weights from the GGUF block bytes itself (layouts in
 workbench.model.quant). It vectorises over rows and columns but keeps every fp32 sum in the
 kernels' order: ``np.add.accumulate`` is strictly left to right (``np.sum`` is pairwise, so it is
-never used on floats here), integer block sums are exact in any order, and every exp is libm's
-double ``exp`` (Python's ``math.exp``) rounded to fp32. Tests hold its logits bit-equal to the machine's.
+never used on floats here), integer block sums are exact in any order, softmax and SiLU take exp from
+``exp_f32_poly`` (the kernels' fp32 polynomial, op for op) and the MoE router's from libm's double ``exp``
+rounded to fp32, as the executor's. Tests hold its logits bit-equal to the machine's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..errors import MachineFault, WorkbenchError
 from ..model.quant import quantize_activations_q8, round_half_away
 from ..model.sampling import rng_state, sample
 from . import isa
+from . import kernels as K
 from .machine import rope_tables
 
 F32 = np.float32
@@ -38,6 +40,23 @@ def exp_f32(x: np.ndarray) -> np.ndarray:
     """f32(exp(f64(x))) with libm's exp, element by element (vectorised np.exp may differ by an ulp)."""
     flat = np.asarray(x, dtype=np.float64).ravel().tolist()
     return np.array([math.exp(v) for v in flat], dtype=np.float64).astype(F32).reshape(np.shape(x))
+
+
+def exp_f32_poly(x: np.ndarray) -> np.ndarray:
+    """kernels.exp_f32 elementwise: the same fp32 operations in the same order, so the same bits."""
+    x = np.asarray(x, dtype=F32)
+    p0, p1, p2, p3, p4, p5 = K.EXP_P
+    with np.errstate(invalid="ignore", over="ignore"):
+        xc = np.where(x > K.EXP_X_LO, x, K.EXP_X_LO).astype(F32)
+        xc = np.where(xc < K.EXP_X_HI, xc, K.EXP_X_HI).astype(F32)
+        nf = np.floor(xc * K.EXP_LOG2E + F32(0.5))
+        r = (xc - nf * K.EXP_C1) - nf * K.EXP_C2
+        z = r * r
+        p = (((((p0 * r + p1) * r + p2) * r + p3) * r + p4) * r + p5) * z + r + F32(1.0)
+        y = (p * ((nf.astype(np.int32) + np.int32(126)) << np.int32(23)).view(F32)) * F32(2.0)
+        y = np.where(x < K.EXP_X_LO, F32(0.0), y)
+        y = np.where(x > K.EXP_X_HI, F32(np.inf), y)
+        return np.where(x != x, x, y).astype(F32)
 
 
 def _f16(raw: np.ndarray) -> np.ndarray:
@@ -259,7 +278,7 @@ class NumpyMachine:
             cols = self._cols(int(op["aux"]))
             idx = np.ix_(cols, np.arange(r0, r1))
             v = self.act[op["out"]][idx]
-            sig = F32(1.0) / (F32(1.0) + exp_f32(-v.astype(np.float64)))
+            sig = F32(1.0) / (F32(1.0) + exp_f32_poly(-v))
             self.act[op["out"]][idx] = v * sig * self.act[op["src"]][idx]
         elif code == isa.RESADD:
             self.act[op["out"], : self.ncol, r0:r1] += self.act[op["src"], : self.ncol, r0:r1]
@@ -353,7 +372,8 @@ class NumpyMachine:
             values = self.vf[l, h, self.seqs, :T]
         scores = np.where(live[:, None, :], scores, F32(-np.inf))
         mx = scores.max(axis=2, keepdims=True)
-        e = np.where(live[:, None, :], exp_f32((scores - mx).astype(np.float64)), F32(0.0))
+        with np.errstate(invalid="ignore"):                          # -inf - (-inf) in fully masked rows
+            e = np.where(live[:, None, :], exp_f32_poly(scores - mx), F32(0.0))
         tot = seq_sum(e, axis=2)                                     # (C, n_rep)
         p = e / tot[:, :, None]                                      # masked positions: exactly 0
         out = seq_sum(p[:, :, :, None] * values[:, None, :, :], axis=2)   # (C, n_rep, hd)
