@@ -6,3 +6,7 @@ this package and never imports textual or rich; the faces (``workbench.cli``,
 """
 
 __version__ = "0.1.0"
+
+from .jitcache import ensure_fresh as _ensure_fresh
+
+_ensure_fresh()  # before any numba function loads from its on-disk cache
