@@ -64,3 +64,20 @@ def test_cli_frames_each_paragraph(model, stories260k, llama2c_tokenizer, tmp_pa
     expect = tok.encode("Lily saw a cat.", bos=True, eos=True) + tok.encode("The cat was soft.", bos=True, eos=True)
     assert rows[0]["tokens"] == len(expect) - 1
     assert rows[0]["reference_perplexity"] == pytest.approx(_reference_perplexity(model, expect), rel=1e-9)
+
+
+def test_cli_finds_the_base_models_heldout_text(capsys):
+    """tinytales-ternary has no held-out file of its own: it is evaluated on tinytales' (it was trained on the same
+    stories); a model with neither says which file it looked for."""
+    with pytest.raises(SystemExit) as stop:
+        main(["models", "eval", "tinytales-ternary", "--max-tokens", "16", "--precision", "ternary", "--json"])
+    assert stop.value.code == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows[0]["tokens"] == 16
+
+
+def test_cli_without_heldout_text_says_what_it_looked_for(stories260k, llama2c_tokenizer, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["models", "eval", str(stories260k), "--tokenizer", str(llama2c_tokenizer), "--max-tokens", "16"])
+    assert stop.value.code == 2
+    assert "stories260K-heldout.txt not found" in capsys.readouterr().err

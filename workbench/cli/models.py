@@ -184,7 +184,7 @@ _register_extras()
 def eval_cmd(
     target: str = typer.Argument(..., help="Bundled model name or path."),
     precision: list[str] = typer.Option(["int8"], "--precision", help="Precision(s) to evaluate (repeatable)."),
-    text: str = typer.Option(None, "--text", help="Held-out text file, one story per blank-line-separated paragraph (default: models/<name>-heldout.txt)."),
+    text: str = typer.Option(None, "--text", help="Held-out text file, one story per blank-line-separated paragraph (default: models/<name>-heldout.txt, or the base model's: tinytales-ternary uses tinytales')."),
     chip: str = typer.Option("teaching-4x4", "--chip", help="Chip to emulate on."),
     tokenizer: str = typer.Option(None, "--tokenizer", help="tokenizer.bin for a llama2.c checkpoint."),
     max_tokens: int = typer.Option(2048, "--max-tokens", help="Evaluate at most this many tokens."),
@@ -210,10 +210,13 @@ def eval_cmd(
     if model.tokenizer is None:
         raise WorkbenchError("the model has no tokenizer: give --tokenizer to evaluate on text", source=target)
     if text is None:
-        guess = data_dir("models") / f"{Path(target).stem}-heldout.txt"
-        if not guess.is_file():
-            raise WorkbenchError("no held-out text: give --text FILE", source=target)
-        text = str(guess)
+        # models/<name>-heldout.txt, else that of the model it derives from (tinytales-ternary -> tinytales)
+        parts = Path(target).stem.split("-")
+        guesses = [data_dir("models") / f"{'-'.join(parts[:n])}-heldout.txt" for n in range(len(parts), 0, -1)]
+        found = next((g for g in guesses if g.is_file()), None)
+        if found is None:
+            raise WorkbenchError(f"no held-out text ({guesses[0].name} not found): give --text FILE", source=target)
+        text = str(found)
     try:
         body = Path(text).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
