@@ -490,3 +490,23 @@ def test_project_key_projects_a_big_model_and_the_session_saves_it(bench, tmp_pa
 
     again = replay(parse_session(doc, tmp_path / "p.toml", base=tmp_path))
     assert "288 x groq-lpu-x576" in again.marks["projection-1"]["text"]
+
+
+def test_crossbar_chip_draws_ports_not_links(stories260k):
+    """A GPU profile is a crossbar: the mesh pane draws each tile's port traffic and names ports, not N/E/S/W links."""
+    async def go():
+        app = WorkbenchApp(Bench(BenchOptions(chip="nvidia-h100-sxm", model=str(stories260k), prompt="1 2 3",
+                                              mapping="tensor")))
+        async with app.run_test(size=(160, 48)) as pilot:
+            await pilot.press("n", "n")
+            await settle(pilot, app)
+            assert app.driver.bench.machine.plan.topology.kind == "crossbar"
+            grid = text_of(app, "#mesh-grid")
+            assert "crossbar" in grid and "ports out + in" in grid and "▸" not in grid
+            frame = app.driver.latest
+            lid = int(frame.last.link_bytes.argmax())
+            t, d = divmod(lid, 4)
+            assert f"t{t} port {'out' if d == 0 else 'in'}" in text_of(app, "#mesh-text")
+            await pilot.press("q")
+
+    asyncio.run(go())

@@ -21,7 +21,7 @@ MAX_PROFILE_BYTES = 256 * 1024  # a real profile is a few KiB; refuse anything f
 MAX_EXTENDS_DEPTH = 8
 MAX_TILES = 10**7
 MAX_CHIPS = 10**6
-MESH_TOPOLOGIES = ("mesh", "torus", "ring")
+MESH_TOPOLOGIES = ("mesh", "torus", "ring", "crossbar")
 SYSTEM_TOPOLOGIES = ("single", "ring", "torus", "mesh", "fully_connected", "dragonfly", "switch")
 MEMORY_KINDS = ("none", "hbm2", "hbm2e", "hbm3", "hbm3e", "gddr6", "gddr6x", "gddr7",
                 "lpddr4", "lpddr4x", "lpddr5", "lpddr5x", "ddr4", "ddr5")
@@ -227,6 +227,8 @@ class ChipSpec:
             return 0
         if self.mesh.topology == "ring":
             return 2 if n > 2 else 1
+        if self.mesh.topology == "crossbar":  # every port of one half
+            return n // 2
         short, long = min(r, c), max(r, c)
         if long < 2:
             return 0

@@ -1,10 +1,12 @@
-"""Mesh, torus and ring topologies: directed links and the route between every tile pair.
+"""Mesh, torus, ring and crossbar topologies: directed links and the route between every tile pair.
 
 A tile is an index ``r * cols + c``. Each tile owns four outgoing links (N, E, S, W);
 link id = ``tile * 4 + direction``. Routes are dimension-ordered (X then Y) on a mesh,
-the shorter way round on a torus or ring (ties go the positive way). Hop counts are a
-(T, T) table; the links of a route are computed on the fly by :func:`route_links` (numba),
-so a 900-tile wafer needs no T x T x hops table.
+the shorter way round on a torus or ring (ties go the positive way). A crossbar (a GPU's SMs
+reaching each other through L2) gives each tile one port out (its N link id) and one port in
+(its S link id): every transfer crosses the sender's port out and the receiver's port in.
+Hop counts are a (T, T) table; the links of a route are computed on the fly by
+:func:`route_links` (numba), so a 900-tile wafer needs no T x T x hops table.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from numba import njit
 
 N, E, S, W = range(4)
 DIRECTIONS = "NESW"
+PORT_OUT, PORT_IN = N, S   # a crossbar tile's two links
 
 
 @dataclass(frozen=True)
 class Topology:
     """rows x cols tiles laid out as ``kind``; ``hops[src, dst]`` is the route length in links.
 
-    ``geometry`` is the int64 vector the numba router takes: (line_rows, line_cols, wrap_rows, wrap_cols).
+    ``geometry`` is the int64 vector the numba router takes: (line_rows, line_cols, wrap_rows, wrap_cols,
+    crossbar).
     """
 
     rows: int
@@ -47,7 +51,12 @@ class Topology:
         return [int(x) for x in out]
 
     def link_destination(self) -> np.ndarray:
-        """(T*4,) the tile each directed link leads to, -1 where the link does not exist."""
+        """(T*4,) the tile each directed link leads to, -1 where the link does not exist (or, on a crossbar,
+        for a tile's port out: it leads into the crossbar; a port in leads to its own tile)."""
+        if self.kind == "crossbar":
+            dst = np.full(self.n_links, -1, dtype=np.int64)
+            dst[PORT_IN::4] = np.arange(self.n_tiles)
+            return dst
         exists = self.link_exists().ravel()
         dst = np.full(self.n_links, -1, dtype=np.int64)
         for lk in np.nonzero(exists)[0]:
@@ -57,6 +66,9 @@ class Topology:
     def link_exists(self) -> np.ndarray:
         """(T, 4) bool: which directed links are physically present."""
         exists = np.zeros((self.n_tiles, 4), dtype=bool)
+        if self.kind == "crossbar":
+            exists[:, PORT_OUT] = exists[:, PORT_IN] = self.n_tiles > 1
+            return exists
         if self.kind == "ring":
             exists[:, E] = exists[:, W] = self.n_tiles > 1
             return exists
@@ -93,12 +105,15 @@ def build(rows: int, cols: int, kind: str) -> Topology:
     """The topology of a rows x cols grid (cached: it depends on nothing else)."""
     lr, lc, wr, wc = _geometry(rows, cols, kind)
     t = np.arange(rows * cols)
-    r, c = np.divmod(t, lc)
-    _, cx = _axis_steps(c[:, None], c[None, :], lc, wc)
-    _, cy = _axis_steps(r[:, None], r[None, :], lr, wr)
-    hops = (cx + cy).astype(np.int32)
+    if kind == "crossbar":  # port out, port in
+        hops = np.where(t[:, None] == t[None, :], 0, 2).astype(np.int32)
+    else:
+        r, c = np.divmod(t, lc)
+        _, cx = _axis_steps(c[:, None], c[None, :], lc, wc)
+        _, cy = _axis_steps(r[:, None], r[None, :], lr, wr)
+        hops = (cx + cy).astype(np.int32)
     hops.setflags(write=False)
-    geometry = np.array([lr, lc, int(wr), int(wc)], dtype=np.int64)
+    geometry = np.array([lr, lc, int(wr), int(wc), int(kind == "crossbar")], dtype=np.int64)
     geometry.setflags(write=False)
     return Topology(rows, cols, kind, hops, geometry)
 
@@ -121,6 +136,12 @@ def _line_step(a, b, n, wrap):
 @njit(cache=True, nogil=True)
 def route_links(src, dst, geometry, out):
     """Write the link ids of the route src -> dst into out[:hops]; returns hops."""
+    if geometry[4] == 1:  # crossbar: the sender's port out, the receiver's port in
+        if src == dst:
+            return 0
+        out[0] = src * 4 + 0
+        out[1] = dst * 4 + 2
+        return 2
     lr = geometry[0]
     lc = geometry[1]
     r, c = src // lc, src % lc

@@ -144,7 +144,8 @@ class TraceRecorder:
                 src, d = divmod(lk, 4)
                 nbr = int(self._link_dst[lk])
                 dst = f" -> tile {nbr}" if nbr >= 0 else ""
-                self.links[lk] = f"link tile {src} {DIRECTIONS[d]}{dst}"
+                self.links[lk] = (f"tile {src} crossbar port {'out' if d == 0 else 'in'}"
+                                  if self._topology.kind == "crossbar" else f"link tile {src} {DIRECTIONS[d]}{dst}")
             ls = max(start, self._link_end.get(lk, start))  # the cost model does not queue across ops: keep slices disjoint
             le = ls + float(busy[lk])
             self._link_end[lk] = le

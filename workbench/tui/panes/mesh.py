@@ -1,4 +1,5 @@
-"""Mesh pane: bytes per directed link drawn on the grid (last token or cumulative), hottest links, traffic by kind."""
+"""Mesh pane: bytes per directed link drawn on the grid (last token or cumulative), hottest links, traffic by kind.
+A crossbar chip (a GPU) has no links between tiles: each tile is drawn with the bytes through its two ports."""
 
 from __future__ import annotations
 
@@ -118,6 +119,11 @@ class MeshPane(Pane):
             self.part("#mesh-text", Lines).set_rows(self._text(frame, c, self._wrap_bytes))
             return
         self._grid_key = key
+        if topo.kind == "crossbar":
+            self._wrap_bytes = 0.0
+            self.part("#mesh-grid", Lines).set_rows(self._crossbar_grid(c.link_bytes, rows, cols, b, what))
+            self.part("#mesh-text", Lines).set_rows(self._text(frame, c, 0.0))
+            return
         cross, intra, wrap_bytes = block_links(c.link_bytes, rows, cols, topo.kind, b)
         self._wrap_bytes = wrap_bytes
         top = float(cross.max()) if cross.size else 0.0
@@ -144,6 +150,24 @@ class MeshPane(Pane):
         text = self.part("#mesh-text", Lines)
         text.set_rows(self._text(frame, c, wrap_bytes))
 
+    @staticmethod
+    def _crossbar_grid(link_bytes: np.ndarray, rows: int, cols: int, b: int, what: str) -> list:
+        """One cell per tile (or b×b block): bytes through its ports out and in."""
+        per_tile = link_bytes[0::4].astype(float) + link_bytes[2::4].astype(float)
+        br, bc = math.ceil(rows / b), math.ceil(cols / b)
+        grid = np.zeros((br * b, bc * b))
+        grid[:rows, :cols] = np.pad(per_tile, (0, rows * cols - len(per_tile)))[: rows * cols].reshape(rows, cols)
+        blocks = grid.reshape(br, b, bc, b).sum(axis=(1, 3))
+        top = float(blocks.max()) if blocks.size else 0.0
+        head = f"{rows}×{cols} crossbar, {what} (g toggles)" + (f" — {b}×{b} blocks" if b > 1 else "")
+        out = [[(head, "bold")], [("■", HEAT[-1]), (f" bytes through a tile's ports out + in, max {nbytes(top)}", "dim")]]
+        lv = levels(blocks, top)
+        text = "■   " * (bc - 1) + "■"
+        for i in range(br):
+            codes = np.stack([lv[i], np.full(bc, DIM), np.full(bc, DIM), np.full(bc, DIM)], axis=1)
+            out.append(grid_row(text, codes.ravel()[:len(text)], PALETTE))
+        return out
+
     def _text(self, frame, c, wrap: float) -> list:
         plan = frame.bench.machine.plan
         nb = neighbours(plan.topology.rows, plan.topology.cols, plan.topology.kind)
@@ -157,7 +181,9 @@ class MeshPane(Pane):
             if lb[lid] <= 0:
                 break
             t, d = divmod(int(lid), 4)
-            lines.append(f" t{t}→t{nb[t, d]} {DIRS[d]}  {nbytes(lb[lid]):>10}  busy {pct(c.link_busy[lid], cycles)}")
+            where = (f"t{t} port {'out' if d == 0 else 'in'}" if plan.topology.kind == "crossbar"
+                     else f"t{t}→t{nb[t, d]} {DIRS[d]}")
+            lines.append(f" {where}  {nbytes(lb[lid]):>10}  busy {pct(c.link_busy[lid], cycles)}")
         if lb.max(initial=0) <= 0:
             lines.append(" (no link traffic yet)")
         lines.append((("traffic by kind", "bold"),))
