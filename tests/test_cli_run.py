@@ -59,6 +59,18 @@ def test_run_json_has_the_documented_keys():
     assert len(d["tokens"]) == 4 and d["ttft_s"] > 0 and d["joules_per_token"] > 0
 
 
+@needs_tinytales
+def test_hottest_link_is_named_for_the_topology():
+    """A mesh link has a direction; a crossbar chip's (a GPU's) busiest link is a tile's port out or in."""
+    names = {}
+    for chip in ("teaching-4x4", "nvidia-h100-sxm"):
+        out = _cli("run", "--chip", chip, "-n", "2", "--json")
+        assert out.returncode == 0, out.stderr
+        names[chip] = json.loads(out.stdout)["hottest_link"]["direction"]
+    assert names["teaching-4x4"] in tuple("NESW")
+    assert names["nvidia-h100-sxm"] in ("port out", "port in")
+
+
 def test_run_on_a_llama2c_checkpoint_from_bos_matches_llama2c(stories260k):
     out = _cli("run", "--model", str(stories260k), "--prompt", "", "-n", "8", "--precision", "f32", "--json")
     assert out.returncode == 0, out.stderr

@@ -318,3 +318,16 @@ def test_core_session_modules_do_not_import_ui():
             "print(any(m.split('.')[0] in ('rich', 'textual') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_links_csv_of_a_crossbar_chip_keeps_both_ports(stories260k, tmp_path):
+    """A GPU profile is a crossbar: every tile's port out (which leads into the crossbar, not to a tile) and port
+    in are rows of links.csv, and together they hold every byte the links carried."""
+    path = _write(tmp_path / "gpu.toml", f'title = "gpu"\nchip = "nvidia-h100-sxm"\nmodel = "{stories260k}"\n'
+                                         '[options]\nprompt = "400 401"\nmapping = "tensor"\n[[steps]]\ngenerate = 2\n')
+    result = replay(load_session(path))
+    rows = [line.split(",") for line in csv_tables(result)["links.csv"].splitlines()]
+    head = rows[0]
+    body = [dict(zip(head, r)) for r in rows[1:]]
+    assert {r["direction"] for r in body} == {"port out", "port in"}
+    assert sum(float(r["bytes"]) for r in body) == float(result.segments[-1].counters.link_bytes.sum())

@@ -17,7 +17,7 @@ from .. import cost
 from ..atomic import atomic_write_text
 from ..counters import energy
 from ..machine import isa
-from ..machine.topology import DIRECTIONS
+from ..machine.topology import DIRECTIONS, PORT_OUT
 from .runner import ReplayResult, counter_totals
 
 COMM_OPS = {isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER, isa.MOE_DISPATCH, isa.MOE_COMBINE, isa.EMBED}
@@ -228,11 +228,13 @@ def csv_tables(result: ReplayResult) -> dict[str, str]:
                    "act_bytes": plan.act_bytes[t], "kv_bytes": plan.kv_bytes[t]}
             row.update({f"macs_{p}": c.tile_macs[t, i] for p, i in cost.PREC_INDEX.items()})
             tiles.append(row)
+        xbar = s.plan.topology.kind == "crossbar"   # a tile's port out (slot N) leads into the crossbar, not a tile
         for lk in range(s.n_tiles * 4):
-            if s.link_dst[lk] < 0:
+            if s.link_dst[lk] < 0 and not (xbar and lk % 4 == PORT_OUT):
                 continue
+            direction = ("port out" if lk % 4 == PORT_OUT else "port in") if xbar else DIRECTIONS[lk % 4]
             links.append({"segment": si, "chip": s.chip_name, "link": lk, "tile": lk // 4,
-                          "direction": DIRECTIONS[lk % 4], "to_tile": s.link_dst[lk], "bytes": c.link_bytes[lk],
+                          "direction": direction, "to_tile": s.link_dst[lk], "bytes": c.link_bytes[lk],
                           "busy_cycles": c.link_busy[lk], "utilization": c.link_busy[lk] / cycles if cycles else 0.0})
     return {"tokens.csv": _csv(result.token_rows, token_cols), "tiles.csv": _csv(tiles, tile_cols),
             "links.csv": _csv(links, link_cols)}
