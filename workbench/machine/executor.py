@@ -267,11 +267,12 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
         scratch_load, touched, mask, scores, qq, headout, probs, colmask, wv, accbuf):
     """Execute ops[start:stop]; stop early at a fault (st[S_FAULT] != 0). Returns the next op index.
 
-    Timing: a tile streams an op's columns, so an op starts on its first column as soon as the previous result's
-    first column is ready (pipe[0, tile]) and the tile's datapath is free (pipe[1, tile]), and ends no sooner than
-    the previous result's last column (clock[tile]) plus one column's share of its own time. Compute ops on one
-    tile share its datapath and follow each other; a transfer overlaps the compute before and after it. With one
-    column (a batch-1 decode step) every op waits for the one before it."""
+    Timing: a tile streams an op's columns in blocks of the profile's block_cols, so an op starts on its first
+    block as soon as the previous result's first block is ready (pipe[0, tile]) and the tile's datapath is free
+    (pipe[1, tile]), and ends no sooner than the previous result's last block (clock[tile]) plus one block's share
+    of its own time. Compute ops on one tile share its datapath and follow each other; a transfer overlaps the
+    compute before and after it; a layer's first ops wait for the previous layer's whole result. With one block
+    (a batch-1 decode step) every op waits for the one before it."""
     # the cost parameters as a tuple: an array argument would be reference-counted (two atomic ops) in every
     # cost-model call, once per op
     params = to_fixed_tuple(params_arr, N_PARAMS)
