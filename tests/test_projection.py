@@ -224,8 +224,8 @@ def _small_wafer(sram_kib: float):
 
 
 def test_onchip_groups_agree_with_emulating_the_compilers_hybrid_placement():
-    """Two layers that one 64-tile group cannot hold: the compiler's hybrid mapping (layer l on group l, the
-    hidden state sent from group 0's first tile to every tile of group 1) is emulated numerically; the projection
+    """Two layers that one 64-tile group cannot hold: the compiler's hybrid mapping (layer l on group l, each slice
+    of the hidden state moved to the group 1 tile that holds it) is emulated numerically; the projection
     places the same stage on two groups and agrees within 2% (decode time and energy, TTFT)."""
     chip = _small_wafer(48)
     opts = CompileOptions(precision="int8", mapping="tensor", context=PROMPT + GEN + 1, prefill_chunk=PROMPT)

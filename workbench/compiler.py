@@ -448,8 +448,8 @@ class _Emitter:
         return self.qbuffers.index(name)
 
     def op(self, opcode, *, layer=-1, tile=0, dst=-1, fmt=0, w_off=0, w_row_bytes=0, r0=0, r1=0, k0=0, k1=0, src=0,
-           out=0, aux=-1, numeric=1, kind=0, nbytes=0, macs=0, t_off=0, t_cnt=0, aux2=-1, resident=1):
-        self.ops.append((opcode, layer, tile, dst, fmt, w_off, w_row_bytes, r0, r1, k0, k1, src, out, aux, numeric,
+           out=0, aux=-1, kind=0, nbytes=0, macs=0, t_off=0, t_cnt=0, aux2=-1, resident=1):
+        self.ops.append((opcode, layer, tile, dst, fmt, w_off, w_row_bytes, r0, r1, k0, k1, src, out, aux,
                          kind, nbytes, macs, t_off, t_cnt, aux2, resident))
 
     def comm(self, opcode, kind, pairs, layer=-1, tile=0, aux2=-1):
@@ -461,10 +461,6 @@ class _Emitter:
         self.transfers.extend(pairs)
         self.op(opcode, layer=layer, tile=tile, kind=kind, t_off=off, t_cnt=len(pairs),
                 nbytes=sum(n for _, _, n in pairs), aux2=aux2)
-
-    def replicated(self, opcode, tiles, layer, **kw):
-        for i, t in enumerate(tiles):
-            self.op(opcode, layer=layer, tile=t, numeric=1 if i == 0 else 0, **kw)
 
 
 def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
@@ -496,26 +492,21 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
     def owners(name, expert=-1):
         return [s for s in shards_of[name] if s.expert == expert]
 
-    def allreduce(tiles, n, layer, out_buf, expert=-1, aux_group=-1, owners=None):
-        """Reduce-scatter then all-gather, tile i owning slice i; partial slots are summed in tile order. With
-        ``owners`` (the group's tiles) the sum stays split as the hidden state is (:func:`hidden_slices`)."""
-        if owners is not None:
-            dst, slices = owners, split(n, len(owners), 32)
-        else:
-            dst, slices = tiles, split(n, len(tiles), 1)
-        rs = [(src, dst[i], (hi - lo) * ACT_BYTES) for i, (lo, hi) in enumerate(slices) for src in tiles]
-        em.comm(isa.ALLREDUCE, isa.KIND_ALLREDUCE, rs, layer=layer, tile=tiles[0], aux2=aux_group)
+    def reduce_scatter(tiles, layer, owners):
+        """The partial sums of x's update ``o`` on ``tiles`` summed into the hidden state's slices on the group's
+        ``owners`` (:func:`hidden_slices`); partial slots are summed in tile order."""
+        slices = hidden_slices(cfg.dim, len(owners))
+        rs = [(src, owners[i], (hi - lo) * ACT_BYTES) for i, (lo, hi) in enumerate(slices) for src in tiles]
+        em.comm(isa.ALLREDUCE, isa.KIND_ALLREDUCE, rs, layer=layer, tile=tiles[0])
         for i, (lo, hi) in enumerate(slices):
             if hi > lo:
-                em.op(isa.REDUCE, layer=layer, tile=dst[i], out=out_buf, r0=lo, r1=hi, aux=len(tiles), aux2=expert)
-        if owners is None:
-            ag = [(tiles[i], d, (hi - lo) * ACT_BYTES) for i, (lo, hi) in enumerate(slices) for d in tiles]
-            em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, ag, layer=layer, tile=tiles[0], aux2=aux_group)
+                em.op(isa.REDUCE, layer=layer, tile=owners[i], out=em.b("o"), r0=lo, r1=hi, aux=len(tiles))
 
-    def norm(tiles, layer, w_off, float_input):
+    def norm(tiles, layer, w_off, float_input, to=None):
         """RMSNORM and QUANT of x with the hidden state split over ``tiles``: each sums the squares of its slice,
         the partial sums are exchanged, each normalizes and quantizes its slice, and the matmuls' input (the
-        int8 blocks with their scales, or fp32 for a float model) is all-gathered."""
+        int8 blocks with their scales, or fp32 for a float model) is all-gathered. ``to``: only these tiles need
+        the input (an MoE router's home), and they get the fp32 values too (the router reads them)."""
         own = [(t, lo, hi) for t, (lo, hi) in zip(tiles, hidden_slices(cfg.dim, len(tiles))) if hi > lo]
         for i, (t, lo, hi) in enumerate(own):
             em.op(isa.SUMSQ, layer=layer, tile=t, src=em.b("x"), out=em.b("ss"), r0=lo, r1=hi, aux=i)
@@ -525,8 +516,9 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
             em.op(isa.RMSNORM, layer=layer, tile=t, src=em.b("x"), out=em.b("xb"), r0=lo, r1=hi, w_off=w_off,
                   aux=len(own), aux2=em.b("ss"))
             em.op(isa.QUANT, layer=layer, tile=t, src=em.b("xb"), out=em.qb("xq"), r0=lo, r1=hi)
-        size = (lambda n: n * ACT_BYTES) if float_input else (lambda n: n + n // 32 * 4)
-        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, [(t, d, size(hi - lo)) for t, lo, hi in own for d in tiles],
+        fp32, int8 = float_input or to is not None, not float_input
+        size = lambda n: n * ACT_BYTES * fp32 + (n + n // 32 * 4) * int8  # noqa: E731
+        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, [(t, d, size(hi - lo)) for t, lo, hi in own for d in (to or tiles)],
                 layer=layer, tile=tiles[0])
 
     def is_float(name):
@@ -537,9 +529,8 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
             if hi > lo:
                 em.op(isa.RESADD, layer=layer, tile=t, src=em.b("o"), out=em.b("x"), r0=lo, r1=hi)
 
-    # a dense model keeps the hidden state split over its group's tiles between layers (each tile adds, norms
-    # and quantizes its slice); an MoE model keeps it whole on every tile
-    split_hidden = not cfg.is_moe
+    # between layers the hidden state stays split over the group's tiles: each tile adds, norms and quantizes its
+    # slice, and the next matrices' input is all-gathered
 
     def gather_rows(src_shards, dst_ranges, layer, kind=isa.KIND_SEND, row_mult=1):
         """Send rows from the tiles that produced them to the tiles that need them (overlap of ranges)."""
@@ -561,18 +552,12 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
         g = groups[plan.layer_group[l]]
         if l > 0 and plan.layer_group[l] != plan.layer_group[l - 1]:
             prev = groups[plan.layer_group[l - 1]]
-            if split_hidden:  # each slice of the hidden state goes to the next group's tiles that hold it
-                em.comm(isa.SEND, isa.KIND_SEND, crossing_pairs(prev, g, cfg.dim), layer=l, tile=prev[0])
-            else:
-                em.comm(isa.SEND, isa.KIND_SEND, [(prev[0], t, cfg.dim * ACT_BYTES) for t in g], layer=l, tile=prev[0])
+            # each slice of the hidden state goes to the next group's tiles that hold it
+            em.comm(isa.SEND, isa.KIND_SEND, crossing_pairs(prev, g, cfg.dim), layer=l, tile=prev[0])
         em.layer_starts.append(len(em.ops))
         p = f"blk.{l}."
         nw = w_offsets[p + "attn_norm.weight"]
-        if split_hidden:
-            norm(g, l, nw, is_float(p + "attn_q.weight"))
-        else:
-            em.replicated(isa.RMSNORM, g, l, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim, w_off=nw)
-            em.replicated(isa.QUANT, g, l, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
+        norm(g, l, nw, is_float(p + "attn_q.weight"))
         for name, buf in (("attn_q", "q"), ("attn_k", "k"), ("attn_v", "v")):
             matmul(p + name + ".weight", em.qb("xq"), em.b("xb"), em.b(buf), l)
         for name, buf in (("attn_q", "q"), ("attn_k", "k")):
@@ -593,19 +578,18 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
         for s in wo:
             em.op(isa.QUANT, layer=l, tile=s.tile, src=em.b("att"), out=em.qb("aq"), r0=s.k0, r1=min(s.k1, cfg.q_dim))
         matmul(p + "attn_output.weight", em.qb("aq"), em.b("att"), em.b("o"), l, part=True)
-        if split_hidden:
-            allreduce([s.tile for s in wo], cfg.dim, l, em.b("o"), owners=g)
-            resadd_split(g, l)
-            norm(g, l, w_offsets[p + "ffn_norm.weight"], is_float(p + "ffn_gate.weight"))
-        else:
-            allreduce([s.tile for s in wo], cfg.dim, l, em.b("o"))
-            em.replicated(isa.RESADD, g, l, src=em.b("o"), out=em.b("x"), r0=0, r1=cfg.dim)
-            em.replicated(isa.RMSNORM, g, l, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim,
-                          w_off=w_offsets[p + "ffn_norm.weight"])
-            em.replicated(isa.QUANT, g, l, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
+        reduce_scatter([s.tile for s in wo], l, g)
+        resadd_split(g, l)
         if cfg.is_moe:
-            _emit_moe(em, plan, l, g, matmul, allreduce, w_offsets)
+            # the router and the dispatch sit on the group's first tile: the normed input gathers there, and
+            # the combined output is scattered back to the slices' tiles
+            norm(g, l, w_offsets[p + "ffn_norm.weight"], is_float(p + "ffn_gate_exps.weight"), to=[g[0]])
+            _emit_moe(em, plan, l, g, matmul, w_offsets)
+            em.comm(isa.SEND, isa.KIND_SEND, [(g[0], t, (hi - lo) * ACT_BYTES)
+                                              for t, (lo, hi) in zip(g, hidden_slices(cfg.dim, len(g)))], layer=l,
+                    tile=g[0])
         else:
+            norm(g, l, w_offsets[p + "ffn_norm.weight"], is_float(p + "ffn_gate.weight"))
             matmul(p + "ffn_gate.weight", em.qb("xq"), em.b("xb"), em.b("h1.0"), l)
             matmul(p + "ffn_up.weight", em.qb("xq"), em.b("xb"), em.b("h3.0"), l)
             downs = owners(p + "ffn_down.weight")
@@ -614,20 +598,13 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
                 em.op(isa.SILU_MUL, layer=l, tile=s.tile, src=em.b("h3.0"), out=em.b("h1.0"), r0=lo, r1=hi)
                 em.op(isa.QUANT, layer=l, tile=s.tile, src=em.b("h1.0"), out=em.qb("hq.0"), r0=lo, r1=hi)
             matmul(p + "ffn_down.weight", em.qb("hq.0"), em.b("h1.0"), em.b("o"), l, part=True)
-            allreduce([s.tile for s in downs], cfg.dim, l, em.b("o"), owners=g)
-            resadd_split(g, l)
-        if cfg.is_moe:
-            em.replicated(isa.RESADD, g, l, src=em.b("o"), out=em.b("x"), r0=0, r1=cfg.dim)
+            reduce_scatter([s.tile for s in downs], l, g)
+        resadd_split(g, l)
     em.layer_starts.append(len(em.ops))
     last = groups[plan.layer_group[-1]]
     em.op(isa.COPY, tile=last[0])  # prefill: keep only each sequence's last position from here on
     cls = "token_embd.weight" if cfg.tied_embeddings else "output.weight"
-    if split_hidden:
-        norm(last, -1, w_offsets["output_norm.weight"], is_float(cls))
-    else:
-        em.replicated(isa.RMSNORM, last, -1, src=em.b("x"), out=em.b("xb"), r0=0, r1=cfg.dim,
-                      w_off=w_offsets["output_norm.weight"])
-        em.replicated(isa.QUANT, last, -1, src=em.b("xb"), out=em.qb("xq"), r0=0, r1=cfg.dim)
+    norm(last, -1, w_offsets["output_norm.weight"], is_float(cls))
     matmul(cls, em.qb("xq"), em.b("xb"), em.b("logits"), -1)
     cls_shards = owners(cls)
     em.comm(isa.LOGITS_GATHER, isa.KIND_ALLGATHER, [(s.tile, last[0], (s.r1 - s.r0) * ACT_BYTES) for s in cls_shards],
@@ -638,7 +615,7 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
     return Program(ops, transfers, em.buffers, em.qbuffers, em.tensor_ids, np.array(em.layer_starts, dtype=np.int64))
 
 
-def _emit_moe(em: _Emitter, plan: Plan, l: int, g: list[int], matmul, allreduce, w_offsets):
+def _emit_moe(em: _Emitter, plan: Plan, l: int, g: list[int], matmul, w_offsets):
     """Router on the group's first tile, tokens dispatched to the tiles of their top-k experts, then combined."""
     cfg = plan.config
     p = f"blk.{l}."

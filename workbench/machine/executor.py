@@ -8,8 +8,6 @@ counts (the shape-only projection drives the very same loop).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 from numba.np.unsafe.ndarray import to_fixed_tuple
@@ -30,7 +28,6 @@ O_KIND = isa.F["kind"]
 O_LAYER = isa.F["layer"]
 O_MACS = isa.F["macs"]
 O_NBYTES = isa.F["nbytes"]
-O_NUMERIC = isa.F["numeric"]
 O_OPCODE = isa.F["opcode"]
 O_OUT = isa.F["out"]
 O_R0 = isa.F["r0"]
@@ -199,7 +196,7 @@ def _pipelined(first, last, ser, lat, k):
 @njit(cache=True, nogil=True)
 def _comm_mask(mask, clock, pipe, ser, lat, k):
     """A collective over the tiles in ``mask``: it starts when every participant's first column is ready and
-    ends after its last; returns (start, end) and moves the participants' clocks."""
+    ends after its last; moves the participants' clocks."""
     first = 0.0
     last = 0.0
     for t in range(clock.shape[0]):
@@ -213,32 +210,6 @@ def _comm_mask(mask, clock, pipe, ser, lat, k):
         if mask[t]:
             clock[t] = end
             pipe[0, t] = first + ser / k + lat
-    return first, end
-
-
-@njit(cache=True, nogil=True)
-def _sumsq(x, ss, c, r0, r1, slot):
-    """ss[c, slot] <- the fp32 sum of x[c, r0:r1]^2 in index order (one tile's share of an RMSNORM)."""
-    acc = np.float32(0.0)
-    for j in range(r0, r1):
-        acc += x[c, j] * x[c, j]
-    ss[c, slot] = acc
-
-
-@njit(cache=True, nogil=True)
-def _rmsnorm_slice(x, out, ss, c, r0, r1, n_parts, dim, wf32, w_idx, eps):
-    """RMSNORM of x[c, r0:r1] from the ``n_parts`` partial sums of squares in ss[c, :], added in slot order
-    (one part is the whole-row kernel's sum); False on a NaN or infinity."""
-    tot = ss[c, 0]
-    for p in range(1, n_parts):
-        tot += ss[c, p]
-    if not np.isfinite(tot):
-        return False
-    tot = tot / np.float32(dim) + np.float32(eps)
-    scale = np.float32(1.0) / np.float32(math.sqrt(tot))
-    for j in range(r0, r1):
-        out[c, j] = wf32[w_idx + j] * (scale * x[c, j])
-    return True
 
 
 @njit(cache=True, nogil=True)
@@ -276,7 +247,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
     # the cost parameters as a tuple: an array argument would be reference-counted (two atomic ops) in every
     # cost-model call, once per op
     params = to_fixed_tuple(params_arr, N_PARAMS)
-    machine_numeric = st[S_NUMERIC] == 1
+    numeric = st[S_NUMERIC] == 1
     block = max(int(params[cm.P_BLOCK_COLS]), 1)
     hd = st[S_HD]
     n_rep = st[S_NREP]
@@ -293,7 +264,6 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
         k_cols = (ncol + block - 1) // block if ncol > block else 1
         t0 = pipe[0, tile] if pipe[0, tile] > pipe[1, tile] else pipe[1, tile]
         dur = 0.0
-        numeric = machine_numeric and ops[i, O_NUMERIC] == 1
         if code == isa.MATMUL:
             e = ops[i, O_AUX]
             prec = fmt_prec[ops[i, O_FMT]]
@@ -366,31 +336,26 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             r0 = ops[i, O_R0]
             r1 = ops[i, O_R1]
             n = r1 - r0
-            n_parts = ops[i, O_AUX]   # > 0: the row is split over tiles, partial sums of squares in act[aux2]
+            n_parts = ops[i, O_AUX]   # the row is split over tiles: their partial sums of squares are in act[aux2]
             if numeric:
                 for c in range(ncol):
-                    if n_parts > 0:
-                        ok = _rmsnorm_slice(act[ops[i, O_SRC]], act[ops[i, O_OUT]], act[ops[i, O_AUX2]], c, r0, r1,
-                                            n_parts, st[S_DIM], wf32, ops[i, O_W_OFF] // 4, fs[FS_EPS])
-                    else:
-                        ok = K.rmsnorm(act[ops[i, O_SRC]], act[ops[i, O_OUT]], c, n, wf32, ops[i, O_W_OFF] // 4,
-                                       fs[FS_EPS])
-                    if not ok:
+                    if not K.rmsnorm_slice(act[ops[i, O_SRC]], act[ops[i, O_OUT]], act[ops[i, O_AUX2]], c, r0, r1,
+                                           n_parts, st[S_DIM], wf32, ops[i, O_W_OFF] // 4, fs[FS_EPS]):
                         st[S_FAULT] = FAULT_NAN
                         st[S_FAULT_OP] = i
                         return i
-            extra = n_parts if n_parts > 0 else 0
-            tile_vec[tile] += ncol * (3 * n + extra)
-            sram_rd[tile] += ncol * (n + extra) * 4 + n * 4
+            tile_vec[tile] += ncol * (3 * n + n_parts)
+            sram_rd[tile] += ncol * (n + n_parts) * 4 + n * 4
             sram_wr[tile] += ncol * n * 4
-            dur = cm.compute_op_cycles(0, 0, ncol * (3 * n + extra), ncol * (2 * n + extra) * 4 + n * 4, params)
+            dur = cm.compute_op_cycles(0, 0, ncol * (3 * n + n_parts), ncol * (2 * n + n_parts) * 4 + n * 4, params)
         elif code == isa.SUMSQ:
             r0 = ops[i, O_R0]
             r1 = ops[i, O_R1]
             n = r1 - r0
             if numeric:
+                ss = act[ops[i, O_OUT]]
                 for c in range(ncol):
-                    _sumsq(act[ops[i, O_SRC]], act[ops[i, O_OUT]], c, r0, r1, ops[i, O_AUX])
+                    ss[c, ops[i, O_AUX]] = K.sum_squares(act[ops[i, O_SRC]], c, r0, r1)
             tile_vec[tile] += ncol * 2 * n
             sram_rd[tile] += ncol * n * 4
             sram_wr[tile] += ncol * 4
@@ -433,7 +398,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             for c in range(ncol):
                 seq = col_seq[c]
                 pos = col_pos[c]
-                if machine_numeric and pos >= kq.shape[3] and pos >= kf.shape[3]:
+                if numeric and pos >= kq.shape[3] and pos >= kf.shape[3]:
                     st[S_FAULT] = FAULT_CONTEXT
                     st[S_FAULT_OP] = i
                     return i

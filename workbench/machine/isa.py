@@ -45,7 +45,6 @@ OP_FIELDS = (
     ("src", "input buffer id"),
     ("out", "output buffer id"),
     ("aux", "head / expert / partial slot / pattern"),
-    ("numeric", "1 = this op computes; 0 = a replica already computed the same values"),
     ("kind", "traffic kind"),
     ("nbytes", "bytes the op moves or reads (static part)"),
     ("macs", "multiply-accumulates per column (static part)"),
@@ -93,12 +92,10 @@ def disassemble(program: np.ndarray, buffer_names: list[str], tensor_names: dict
             parts.append(f"{op['aux']} partials->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
         elif code == SUMSQ:
             parts.append(f"{buffer_names[op['src']]}[{op['r0']}:{op['r1']}]^2->{buffer_names[op['out']]}[{op['aux']}]")
-        elif code == RMSNORM and op["aux"] > 0:
+        elif code == RMSNORM:
             parts.append(f"{buffer_names[op['src']]}->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]"
                          f" by {op['aux']} partial sums")
         elif code in (RMSNORM, ROPE, SILU_MUL, RESADD, EMBED, SAMPLE, MOE_ROUTE):
             parts.append(f"{buffer_names[op['src']]}->{buffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
-        if not op["numeric"]:
-            parts.append("(replica)")
         lines.append(" ".join(parts))
     return lines

@@ -322,16 +322,26 @@ def dequant_row(fmt, w, wi8, wf32, wu16, off, rb, row, cols, out, c, f16, bf16):
 
 
 @njit(cache=True, nogil=True)
-def rmsnorm(x, out, c, n, wf32, w_idx, eps):
-    """Returns False when the input holds a NaN or infinity (the machine stops with a fault)."""
-    ss = np.float32(0.0)
-    for j in range(n):
-        ss += x[c, j] * x[c, j]
-    if not np.isfinite(ss):
+def sum_squares(x, c, r0, r1):
+    """The fp32 sum of x[c, r0:r1]^2 in index order: one tile's share of an RMSNORM."""
+    acc = np.float32(0.0)
+    for j in range(r0, r1):
+        acc += x[c, j] * x[c, j]
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def rmsnorm_slice(x, out, ss, c, r0, r1, n_parts, dim, wf32, w_idx, eps):
+    """RMSNORM of x[c, r0:r1] (a row of ``dim``) from the ``n_parts`` partial sums of squares in ss[c, :], added in
+    slot order. Returns False when they hold a NaN or infinity (the machine stops with a fault)."""
+    tot = ss[c, 0]
+    for p in range(1, n_parts):
+        tot += ss[c, p]
+    if not np.isfinite(tot):
         return False
-    ss = ss / np.float32(n) + np.float32(eps)
-    scale = np.float32(1.0) / np.float32(math.sqrt(ss))
-    for j in range(n):
+    tot = tot / np.float32(dim) + np.float32(eps)
+    scale = np.float32(1.0) / np.float32(math.sqrt(tot))
+    for j in range(r0, r1):
         out[c, j] = wf32[w_idx + j] * (scale * x[c, j])
     return True
 

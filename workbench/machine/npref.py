@@ -208,8 +208,7 @@ class NumpyMachine:
         self.ncol = len(tokens)
         self.out_tokens = np.zeros(self.ncol, np.int64)
         for op in self.ops:
-            if op["numeric"] == 1 or op["opcode"] == isa.COPY:
-                self._op(op)
+            self._op(op)
         return self.out_tokens
 
     def _cols(self, expert: int) -> np.ndarray:
@@ -233,16 +232,10 @@ class NumpyMachine:
         elif code == isa.SUMSQ:
             x = self.act[op["src"], : self.ncol, r0:r1]
             self.act[op["out"], : self.ncol, int(op["aux"])] = seq_sum(x * x, axis=1)
-        elif code == isa.RMSNORM:
-            n_parts = int(op["aux"])
-            if n_parts > 0:    # the row split over tiles: add their partial sums of squares in slot order
-                ss, n = seq_sum(self.act[int(op["aux2"]), : self.ncol, :n_parts], axis=1), cfg.dim
-            else:
-                r0, n = 0, r1
-                xx = self.act[op["src"], : self.ncol, :n]
-                ss = seq_sum(xx * xx, axis=1)
+        elif code == isa.RMSNORM:  # the row is split over tiles: add their partial sums of squares in slot order
+            ss = seq_sum(self.act[int(op["aux2"]), : self.ncol, : int(op["aux"])], axis=1)
             x = self.act[op["src"], : self.ncol, r0:r1]
-            ss = ss / F32(n) + F32(cfg.norm_eps)
+            ss = ss / F32(cfg.dim) + F32(cfg.norm_eps)
             scale = F32(1.0) / np.sqrt(ss.astype(np.float64)).astype(F32)
             w = self.store[int(op["w_off"]) + 4 * r0: int(op["w_off"]) + 4 * r1].view("<f4")
             self.act[op["out"], : self.ncol, r0:r1] = w[None, :] * (scale[:, None] * x)

@@ -201,8 +201,7 @@ def _group_sends(chip, lay: _Layout, ncols: list[int], like: Cost) -> Cost:
         return out
     params = cost.cost_params(chip)
     for count, groups, S in lay.crossings:
-        st = crossing_stats(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, S, groups, lay.slice.dim,
-                            not lay.slice.is_moe)
+        st = crossing_stats(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, S, groups, lay.slice.dim)
         cyc = count * sum(float(st.cycles(params, n).sum()) for n in ncols)
         cols = float(count * sum(ncols))
         rd, wr, ops = np.zeros(T), np.zeros(T), np.zeros(T)

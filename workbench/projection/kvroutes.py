@@ -178,12 +178,10 @@ class CrossingStats:
 
 
 @lru_cache(maxsize=64)
-def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: int, dim: int,
-                   split_hidden: bool = True) -> CrossingStats:
+def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: int, dim: int) -> CrossingStats:
     """compiler.emit_program's group change, routed on the chip's real mesh (groups are consecutive runs of
     ``group_tiles`` tile ids, as compiler._groups lays them out): each tile's slice of the hidden state goes to
-    the next group's tiles that hold it (compiler.crossing_pairs); with ``split_hidden`` False (MoE) the previous
-    group's first tile sends the whole state (``dim`` values of ACT_BYTES) to every tile of the next group."""
+    the next group's tiles that hold it (compiler.crossing_pairs)."""
     S = group_tiles
     topo = topology(rows, cols, kind, n_groups * S)
     load = np.zeros(topo.n_links)
@@ -193,10 +191,7 @@ def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: 
     rd, wr = np.zeros((C, S)), np.zeros((C, S))
     for c in range(C):
         prev, nxt = list(range(c * S, (c + 1) * S)), list(range((c + 1) * S, (c + 2) * S))
-        if split_hidden:
-            pairs = [p for p in crossing_pairs(prev, nxt, dim) if p[0] != p[1]]
-        else:
-            pairs = [(prev[0], d, dim * ACT_BYTES) for d in nxt]
+        pairs = [p for p in crossing_pairs(prev, nxt, dim) if p[0] != p[1]]
         src, dst, nb = (np.array([p[j] for p in pairs], np.int64) for j in range(3))
         w, h, _, hop_bytes, r, x = _stats(src, dst, nb.astype(np.float64), np.zeros(len(pairs), np.int64), 1,
                                           topo.geometry, topo.hops, topo.n_tiles, load, buf)
