@@ -62,10 +62,8 @@ def summary(bench: Bench, host_seconds: float) -> dict:
         "sram_used_fraction": float(used.sum() / (bench.chip.sram_bytes_per_tile * plan.n_tiles)),
         "kv_tokens_sram": int(kv_s.sum()),
         "kv_tokens_spilled": int(kv_x.sum()),
-        "hottest_link": {"tile": hot // 4, "bytes": int(links.max()) if links.size else 0,
-                         # a crossbar tile has a port out (link slot N) and a port in (slot S)
-                         "direction": ({0: "port out", 2: "port in"}.get(hot % 4, "?") if plan.topology.kind == "crossbar"
-                                       else "NESW"[hot % 4])},
+        "hottest_link": {"tile": hot // 4, "direction": plan.topology.link_label(hot),
+                         "bytes": int(links.max()) if links.size else 0},
         "chip_seconds": snap.seconds,
         "joules": snap.joules,
         "energy_pj": snap.energy_pj,

@@ -50,6 +50,13 @@ class Topology:
         route_links(src, dst, self.geometry, out)
         return [int(x) for x in out]
 
+    def link_label(self, link: int) -> str:
+        """What a link id is called: its direction N/E/S/W on a grid, 'port out' / 'port in' on a crossbar."""
+        d = link % 4
+        if self.kind == "crossbar":
+            return {PORT_OUT: "port out", PORT_IN: "port in"}.get(d, "?")
+        return DIRECTIONS[d]
+
     def link_destination(self) -> np.ndarray:
         """(T*4,) the tile each directed link leads to, -1 where the link does not exist (or, on a crossbar,
         for a tile's port out: it leads into the crossbar; a port in leads to its own tile)."""

@@ -17,7 +17,7 @@ from .. import cost
 from ..atomic import atomic_write_text
 from ..counters import energy
 from ..machine import isa
-from ..machine.topology import DIRECTIONS, PORT_OUT
+from ..machine.topology import PORT_OUT
 from .runner import ReplayResult, counter_totals
 
 COMM_OPS = {isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER, isa.MOE_DISPATCH, isa.MOE_COMBINE, isa.EMBED}
@@ -141,11 +141,9 @@ class TraceRecorder:
         for lk in np.nonzero(busy > 0)[0]:
             lk = int(lk)
             if lk not in self.links:
-                src, d = divmod(lk, 4)
-                nbr = int(self._link_dst[lk])
-                dst = f" -> tile {nbr}" if nbr >= 0 else ""
-                self.links[lk] = (f"tile {src} crossbar port {'out' if d == 0 else 'in'}"
-                                  if self._topology.kind == "crossbar" else f"link tile {src} {DIRECTIONS[d]}{dst}")
+                src, nbr = lk // 4, int(self._link_dst[lk])
+                dst = f" -> tile {nbr}" if nbr >= 0 and nbr != src else ""   # a crossbar port in leads to its own tile
+                self.links[lk] = f"link tile {src} {self._topology.link_label(lk)}{dst}"
             ls = max(start, self._link_end.get(lk, start))  # the cost model does not queue across ops: keep slices disjoint
             le = ls + float(busy[lk])
             self._link_end[lk] = le
@@ -232,9 +230,8 @@ def csv_tables(result: ReplayResult) -> dict[str, str]:
         for lk in range(s.n_tiles * 4):
             if s.link_dst[lk] < 0 and not (xbar and lk % 4 == PORT_OUT):
                 continue
-            direction = ("port out" if lk % 4 == PORT_OUT else "port in") if xbar else DIRECTIONS[lk % 4]
             links.append({"segment": si, "chip": s.chip_name, "link": lk, "tile": lk // 4,
-                          "direction": direction, "to_tile": s.link_dst[lk], "bytes": c.link_bytes[lk],
+                          "direction": s.plan.topology.link_label(lk), "to_tile": s.link_dst[lk], "bytes": c.link_bytes[lk],
                           "busy_cycles": c.link_busy[lk], "utilization": c.link_busy[lk] / cycles if cycles else 0.0})
     return {"tokens.csv": _csv(result.token_rows, token_cols), "tiles.csv": _csv(tiles, tile_cols),
             "links.csv": _csv(links, link_cols)}

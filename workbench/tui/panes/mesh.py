@@ -9,10 +9,10 @@ from functools import lru_cache
 import numpy as np
 
 from ...machine.isa import KIND_NAMES
+from ...machine.topology import PORT_IN, PORT_OUT
 from ..fmt import nbytes, pct
 from .base import HEAT, Lines, Pane, grid_row
 
-DIRS = "NESW"
 ARROW = {0: "▴", 1: "▸", 2: "▾", 3: "◂"}
 CELL_W = 4          # tile glyph, east arrow, west arrow, gap
 PALETTE = (*HEAT, "dim", "bold")
@@ -153,10 +153,10 @@ class MeshPane(Pane):
     @staticmethod
     def _crossbar_grid(link_bytes: np.ndarray, rows: int, cols: int, b: int, what: str) -> list:
         """One cell per tile (or b×b block): bytes through its ports out and in."""
-        per_tile = link_bytes[0::4].astype(float) + link_bytes[2::4].astype(float)
+        per_tile = link_bytes[PORT_OUT::4].astype(float) + link_bytes[PORT_IN::4].astype(float)
         br, bc = math.ceil(rows / b), math.ceil(cols / b)
         grid = np.zeros((br * b, bc * b))
-        grid[:rows, :cols] = np.pad(per_tile, (0, rows * cols - len(per_tile)))[: rows * cols].reshape(rows, cols)
+        grid[:rows, :cols] = per_tile.reshape(rows, cols)
         blocks = grid.reshape(br, b, bc, b).sum(axis=(1, 3))
         top = float(blocks.max()) if blocks.size else 0.0
         head = f"{rows}×{cols} crossbar, {what} (g toggles)" + (f" — {b}×{b} blocks" if b > 1 else "")
@@ -181,8 +181,8 @@ class MeshPane(Pane):
             if lb[lid] <= 0:
                 break
             t, d = divmod(int(lid), 4)
-            where = (f"t{t} port {'out' if d == 0 else 'in'}" if plan.topology.kind == "crossbar"
-                     else f"t{t}→t{nb[t, d]} {DIRS[d]}")
+            label = plan.topology.link_label(int(lid))
+            where = f"t{t} {label}" if plan.topology.kind == "crossbar" else f"t{t}→t{nb[t, d]} {label}"
             lines.append(f" {where}  {nbytes(lb[lid]):>10}  busy {pct(c.link_busy[lid], cycles)}")
         if lb.max(initial=0) <= 0:
             lines.append(" (no link traffic yet)")
