@@ -158,8 +158,15 @@ def expected_hop_bytes(machine, ncol: int) -> int:
                 owner = next(s.tile for s in plan.shards if s.tensor == "token_embd.weight" and s.r0 <= tok < s.r1)
                 total += sum(int(hops[owner, d]) for d in group if d != owner) * plan.config.dim * 4
         elif code in (isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER):
+            lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), ncol)   # an attention part's SEND: its columns
             for s, d, nb in prog.transfers[op["t_off"]: op["t_off"] + op["t_cnt"]]:
-                total += int(nb) * ncol * int(hops[s, d])
+                total += int(nb) * (hi - lo) * int(hops[s, d])
+        elif code == isa.ATTN:  # a part off the home tile fetches each column's SRAM-held K and V from the home
+            l, h, t = int(op["layer"]), int(op["aux"]), int(op["tile"])
+            home, cap = int(plan.kv_home[l, h]), int(plan.kv_capacity[l, h])
+            lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), ncol)
+            for c in range(lo, hi):   # one sequence per column in a decode pass
+                total += min(int(machine.state.col_pos[c]) + 1, cap) * plan.kv_bytes_per_token * int(hops[home, t])
     return total
 
 
@@ -187,7 +194,7 @@ def check_laws(machine) -> None:
     c = machine.counters
     assert c.sent.sum() == c.recv.sum()
     assert c.link_bytes.sum() == c.hop_bytes[0]
-    routed = c.kind_bytes[[isa.KIND_SEND, isa.KIND_ALLREDUCE, isa.KIND_ALLGATHER, isa.KIND_MOE]].sum()
+    routed = c.kind_bytes[[isa.KIND_SEND, isa.KIND_ALLREDUCE, isa.KIND_ALLGATHER, isa.KIND_MOE, isa.KIND_KV_FETCH]].sum()
     assert routed == c.sent.sum()
     assert c.kind_bytes[isa.KIND_STREAM] + c.kind_bytes[isa.KIND_KV] == c.off_rd.sum() + c.off_wr.sum()
     # links that do not exist carry nothing

@@ -53,7 +53,14 @@ def test_one_column_waits_for_every_op(toy):
 def test_streamed_columns_overlap_within_bounds(toy, batch, chunk):
     """Streaming columns makes a pass no slower than op after op, and no faster than the busiest tile's own work
     (compute ops on one tile share its datapath) or the busiest transfer kind on its own."""
-    streamed, whole = (_run(_chip("teaching-4x4", blk), toy, batch=batch, chunk=chunk) for blk in (1, 4096))
+    from workbench import compiler
+
+    orig = compiler.attn_parts
+    compiler.attn_parts = lambda *a: 2     # the split follows the block size: hold it to compare the same work
+    try:
+        streamed, whole = (_run(_chip("teaching-4x4", blk), toy, batch=batch, chunk=chunk) for blk in (1, 4096))
+    finally:
+        compiler.attn_parts = orig
     assert streamed.generated == whole.generated
     assert streamed.counters.busy.tolist() == whole.counters.busy.tolist()      # same work, only its timing moves
     assert streamed.counters.op_cycles.tolist() == whole.counters.op_cycles.tolist()
@@ -100,3 +107,68 @@ def test_off_chip_requests_of_one_op_are_one_burst():
     assert c.kind_bytes[isa.KIND_KV] > 0
     assert latency_s <= per_write_s <= upper_s
     assert upper_s < batch * latency_s / 4
+
+
+def _prefill(chip, model) -> Machine:
+    m = _run(chip, model, batch=1, chunk=len(PROMPT), steps=0)
+    m.step_token()   # the prompt in one pass, which emits the first token
+    return m
+
+
+def test_attention_parts_split_the_columns_over_the_group(toy):
+    """Each (layer, kv-head)'s attention runs on attn_parts tiles of the group, its home first and every tile
+    distinct; a prefill pass gives each part a block of the prompt's positions, and a part off the home tile
+    fetches the SRAM-held K and V of its sequence once, up to its last position, over the network."""
+    from workbench.compiler import attn_parts
+
+    m = _prefill(load_chip("teaching-4x4"), toy)
+    plan, ops = m.plan, m.program.ops
+    G, H = len(plan.groups[0]), TOY.n_kv_heads
+    P = plan.attn_parts
+    assert P == attn_parts(G, H, len(PROMPT), 1) == G // H > 1     # teaching-4x4 streams one column per block
+    kvb = plan.kv_bytes_per_token
+    want = 0
+    for l in range(TOY.n_layers):
+        attn = ops[(ops["opcode"] == isa.ATTN) & (ops["layer"] == l)]
+        assert len(attn) == H * P and len(set(attn["tile"].tolist())) == H * P
+        for h in range(H):
+            mine = attn[attn["aux"] == h]
+            assert mine["tile"][0] == plan.kv_home[l, h] and mine["r0"].tolist() == list(range(P))
+            for j in range(1, P):
+                lo, hi = isa.part_cols(j, P, len(PROMPT))
+                want += min(hi, int(plan.kv_capacity[l, h])) * kvb if hi > lo else 0
+    assert want > 0
+    assert m.counters.kind_bytes[isa.KIND_KV_FETCH] == want
+    # a decode step of one sequence runs on the home tiles alone: no fetch, no part without columns counted
+    fetched, count = int(m.counters.kind_bytes[isa.KIND_KV_FETCH]), int(m.counters.op_count[isa.ATTN])
+    m.generate(1)
+    assert m.counters.kind_bytes[isa.KIND_KV_FETCH] == fetched
+    assert m.counters.op_count[isa.ATTN] - count == TOY.n_layers * H
+
+
+def test_attention_parts_shorten_a_long_prefill(toy):
+    """A 40-token prompt prefills faster with each kv-head's attention split over its tiles than on its home tile
+    alone (one part); with fewer columns than a block the compiler does not split (Hopper streams 64)."""
+    from workbench import compiler
+
+    prompt = list(range(1, 41))
+
+    def ttft(chip, parts=None):
+        orig = compiler.attn_parts
+        if parts:
+            compiler.attn_parts = lambda *a: parts
+        try:
+            m = Machine(chip, toy, CompileOptions(precision="int8", mapping="tensor", context=48,
+                                                  prefill_chunk=len(prompt)))
+        finally:
+            compiler.attn_parts = orig
+        m.set_prompt(prompt)
+        m.step_token()
+        return m
+
+    split, whole = ttft(load_chip("teaching-4x4")), ttft(load_chip("teaching-4x4"), parts=1)
+    assert split.plan.attn_parts > 1 and whole.plan.attn_parts == 1
+    assert whole.counters.kind_bytes[isa.KIND_KV_FETCH] == 0 < split.counters.kind_bytes[isa.KIND_KV_FETCH]
+    assert split.generated == whole.generated
+    assert split.ttft_s < 0.9 * whole.ttft_s
+    assert ttft(load_chip("nvidia-h100-sxm")).plan.attn_parts == 1

@@ -103,6 +103,7 @@ class Plan:
     kv_capacity: np.ndarray          # (L, Hkv) tokens per sequence held in SRAM (multiple of 16)
     context: int
     expert_groups: list[list[list[int]]] = field(default_factory=list)  # [group][expert] -> tiles
+    attn_parts: int = 1              # tiles that run each kv-head's attention (attn_parts)
 
     @property
     def n_tiles(self) -> int:
@@ -188,10 +189,12 @@ def crossing_pairs(prev: list[int], nxt: list[int], dim: int) -> list[tuple[int,
 
 
 def per_col_act_bytes(config: ModelConfig, group_tiles: int) -> int:
-    """Activation bytes one tile holds per column: the input vector (fp32 and its int8 copy) and its
-    share of the q/k/v, classifier and FFN outputs."""
+    """Activation bytes one tile holds per column: the input vector (fp32 and its int8 copy), the gathered
+    int8 inputs of the output and (dense) down projections, and its share of the q/k/v, classifier and FFN
+    outputs."""
     share = config.q_dim + 2 * config.kv_dim + config.vocab_size + 3 * config.hidden_dim * max(config.n_experts_used, 1)
-    return 5 * config.dim + ACT_BYTES * (-(-share // group_tiles))
+    gathered = config.q_dim + (0 if config.is_moe else config.hidden_dim)
+    return 5 * config.dim + gathered * 9 // 8 + ACT_BYTES * (-(-share // group_tiles))
 
 
 def _groups(n_tiles: int, n_layers: int, mapping: str, max_tiles: int = MAX_GROUP_TILES) -> list[list[int]]:
@@ -281,8 +284,9 @@ def _place(chip, config: ModelConfig, options: CompileOptions, mapping: str) -> 
         raise CompileError(f"{chip.name} has no off-chip memory and its SRAM holds only {short} of the {context} tokens"
                            f" of context asked for (batch {options.batch}); use a shorter --context, a smaller batch,"
                            f" a lower precision or a larger chip", key="context")
+    parts = attn_parts(min(len(g) for g in groups), H, options.batch * options.prefill_chunk, chip.realism.block_cols)
     return Plan(chip, config, options, mapping, topo, groups, layer_group, tensors, placed, weight, staging, act,
-                kv_bytes.astype(np.int64), kv_home, kv_capacity, context, expert_groups)
+                kv_bytes.astype(np.int64), kv_home, kv_capacity, context, expert_groups, parts)
 
 
 def _residency(chip, config, options, shards, budget, act, kv_reserve, cap):
@@ -342,7 +346,8 @@ def _overflow_message(chip, config: ModelConfig, options: CompileOptions, overfl
 
 
 def _shard(config: ModelConfig, tensors: dict[str, TensorInfo], groups, layer_group):
-    """Cut every tensor into per-tile shards (Megatron-style column/row splits within each group)."""
+    """Cut every tensor into per-tile shards within each group: every dense matrix by output rows (each tile holds
+    whole rows, so no partial sums cross the mesh); an MoE expert's down projection by input columns."""
     shards: list[Shard] = []
     expert_groups: list[list[list[int]]] = []
     for g in groups:
@@ -352,14 +357,14 @@ def _shard(config: ModelConfig, tensors: dict[str, TensorInfo], groups, layer_gr
         else:
             expert_groups.append([])
 
-    def add(name: str, tiles: list[int], how: str, expert: int = -1):
+    def add(name: str, tiles: list[int], how: str, expert: int = -1, unit: int = 2):
         info = tensors[name]
         rows = info.shape[-2]
         kp = padded_cols(info.fmt, info.cols)
         row_bytes = info.row_bytes
         if how == "col":
             k_end = info.cols if info.fmt in ("f32", "f16", "bf16") else kp
-            for t, (r0, r1) in zip(tiles, split(rows, len(tiles), 2)):
+            for t, (r0, r1) in zip(tiles, split(rows, len(tiles), unit)):
                 if r1 > r0:
                     shards.append(Shard(name, t, r0, r1, 0, k_end, (r1 - r0) * row_bytes, True, expert))
         else:  # row split over 32-element column blocks (float formats stop at the real row end)
@@ -376,7 +381,8 @@ def _shard(config: ModelConfig, tensors: dict[str, TensorInfo], groups, layer_gr
         p = f"blk.{l}."
         for name in ("attn_q", "attn_k", "attn_v"):
             add(p + name + ".weight", g, "col")
-        add(p + "attn_output.weight", g, "row")
+        # the output and down projections split their output rows as the hidden state is split (hidden_slices)
+        add(p + "attn_output.weight", g, "col", unit=32)
         if config.is_moe:
             add(p + "ffn_gate_inp.weight", g[:1], "col")
             for e, tiles in enumerate(expert_groups[layer_group[l]]):
@@ -386,7 +392,7 @@ def _shard(config: ModelConfig, tensors: dict[str, TensorInfo], groups, layer_gr
         else:
             add(p + "ffn_gate.weight", g, "col")
             add(p + "ffn_up.weight", g, "col")
-            add(p + "ffn_down.weight", g, "row")
+            add(p + "ffn_down.weight", g, "col", unit=32)
     add("token_embd.weight", first if not config.tied_embeddings else last, "col")
     if not config.tied_embeddings:
         add("output.weight", last, "col")
@@ -452,15 +458,32 @@ class _Emitter:
         self.ops.append((opcode, layer, tile, dst, fmt, w_off, w_row_bytes, r0, r1, k0, k1, src, out, aux,
                          kind, nbytes, macs, t_off, t_cnt, aux2, resident))
 
-    def comm(self, opcode, kind, pairs, layer=-1, tile=0, aux2=-1):
-        """One collective/transfer op over ``pairs`` of (src, dst, bytes per column); local pairs are dropped."""
+    def comm(self, opcode, kind, pairs, layer=-1, tile=0, aux2=-1, part=(0, 0), expert=-1):
+        """One collective/transfer op over ``pairs`` of (src, dst, bytes per column); local pairs are dropped.
+        ``part`` (j, n): it carries the columns of part j of n only; ``expert`` >= 0: the columns routed to it."""
         pairs = [(s, d, n) for s, d, n in pairs if s != d and n > 0]
         if not pairs:
             return
         off = len(self.transfers)
         self.transfers.extend(pairs)
         self.op(opcode, layer=layer, tile=tile, kind=kind, t_off=off, t_cnt=len(pairs),
-                nbytes=sum(n for _, _, n in pairs), aux2=aux2)
+                nbytes=sum(n for _, _, n in pairs), aux2=aux2, r0=part[0], r1=part[1], aux=expert)
+
+
+def attn_parts(group_tiles: int, n_kv_heads: int, max_cols: int, block_cols: int) -> int:
+    """How many tiles run each kv-head's attention, a share of a pass's columns each (query blocks of a prompt,
+    sequences of a batch): the group's tiles shared among the layer's kv-heads, but no more parts than blocks of
+    ``block_cols`` columns in the largest pass (``max_cols``), so that a part is worth the transfers it costs."""
+    blocks = -(-max_cols // max(block_cols, 1))
+    return max(1, min(group_tiles // n_kv_heads, blocks))
+
+
+def attn_tiles(g: list[int], home: int, n_kv_heads: int, parts: int) -> list[int]:
+    """The tiles that run the attention of the kv-head whose cache lives on ``home``: the home first, then every
+    n_kv_heads-th tile of the group after it, so that the layer's kv-heads (on consecutive group tiles) get
+    distinct tiles."""
+    i0, G = g.index(home), len(g)
+    return [g[(i0 + j * n_kv_heads) % G] for j in range(parts)]
 
 
 def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
@@ -492,15 +515,16 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
     def owners(name, expert=-1):
         return [s for s in shards_of[name] if s.expert == expert]
 
-    def reduce_scatter(tiles, layer, owners):
-        """The partial sums of x's update ``o`` on ``tiles`` summed into the hidden state's slices on the group's
-        ``owners`` (:func:`hidden_slices`); partial slots are summed in tile order."""
-        slices = hidden_slices(cfg.dim, len(owners))
-        rs = [(src, owners[i], (hi - lo) * ACT_BYTES) for i, (lo, hi) in enumerate(slices) for src in tiles]
-        em.comm(isa.ALLREDUCE, isa.KIND_ALLREDUCE, rs, layer=layer, tile=tiles[0])
-        for i, (lo, hi) in enumerate(slices):
-            if hi > lo:
-                em.op(isa.REDUCE, layer=layer, tile=owners[i], out=em.b("o"), r0=lo, r1=hi, aux=len(tiles))
+    def spread(tiles, slices, layer, buf, qbuf, float_input, to):
+        """Each of ``tiles`` quantizes its slice of ``buf`` (whole 32-value blocks) into ``qbuf``, and the slices
+        are all-gathered to the tiles ``to``: the int8 blocks with their scales, or fp32 for a float matmul."""
+        own = [(t, lo, hi) for t, (lo, hi) in zip(tiles, slices) if hi > lo]
+        if not float_input:
+            for t, lo, hi in own:
+                em.op(isa.QUANT, layer=layer, tile=t, src=em.b(buf), out=em.qb(qbuf), r0=lo, r1=hi)
+        size = (lambda n: n * ACT_BYTES) if float_input else (lambda n: n + -(-n // 32) * 4)
+        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, [(t, d, size(hi - lo)) for t, lo, hi in own for d in to],
+                layer=layer, tile=tiles[0])
 
     def norm(tiles, layer, w_off, float_input, to=None):
         """RMSNORM and QUANT of x with the hidden state split over ``tiles``: each sums the squares of its slice,
@@ -532,15 +556,16 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
     # between layers the hidden state stays split over the group's tiles: each tile adds, norms and quantizes its
     # slice, and the next matrices' input is all-gathered
 
-    def gather_rows(src_shards, dst_ranges, layer, kind=isa.KIND_SEND, row_mult=1):
-        """Send rows from the tiles that produced them to the tiles that need them (overlap of ranges)."""
+    def gather_rows(src_shards, dst_ranges, layer, kind=isa.KIND_SEND, row_mult=1, part=(0, 0)):
+        """Send rows from the tiles that produced them to the tiles that need them (overlap of ranges); ``part``
+        (j, n): only the columns of part j of n travel (isa.part_cols)."""
         pairs = []
         for s in src_shards:
             for t, lo, hi in dst_ranges:
                 ov = min(s.r1, hi) - max(s.r0, lo)
                 if ov > 0:
                     pairs.append((s.tile, t, ov * ACT_BYTES * row_mult))
-        em.comm(isa.SEND, kind, pairs, layer=layer, tile=src_shards[0].tile if src_shards else 0)
+        em.comm(isa.SEND, kind, pairs, layer=layer, tile=src_shards[0].tile if src_shards else 0, part=part)
 
     hd = cfg.head_dim
     n_rep = cfg.n_heads // cfg.n_kv_heads
@@ -563,22 +588,31 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
         for name, buf in (("attn_q", "q"), ("attn_k", "k")):
             for s in owners(p + name + ".weight"):
                 em.op(isa.ROPE, layer=l, tile=s.tile, out=em.b(buf), r0=s.r0, r1=s.r1)
-        # q, k, v rows travel to the tile that holds each kv-head's cache
+        # each kv-head's attention runs on `parts` tiles of the group, a share of the columns each (query blocks in a
+        # prefill, sequences in a batch); the first is the head's home, which holds its cache and writes it
         homes = [(int(plan.kv_home[l, h]), h) for h in range(cfg.n_kv_heads)]
-        gather_rows(owners(p + "attn_q.weight"), [(t, h * n_rep * hd, (h + 1) * n_rep * hd) for t, h in homes], l)
+        parts = plan.attn_parts
+        tiles = [attn_tiles(g, t, cfg.n_kv_heads, parts) for t, _ in homes]
+        for j in range(parts):  # q rows travel to the tiles that run each part
+            gather_rows(owners(p + "attn_q.weight"),
+                        [(tiles[h][j], h * n_rep * hd, (h + 1) * n_rep * hd) for h in range(cfg.n_kv_heads)], l,
+                        part=(j, parts))
         gather_rows(owners(p + "attn_k.weight") + owners(p + "attn_v.weight"),
                     [(t, h * hd, (h + 1) * hd) for t, h in homes], l)
         for t, h in homes:
             em.op(isa.KV_WRITE, layer=l, tile=t, aux=h)
-            em.op(isa.ATTN, layer=l, tile=t, aux=h, out=em.b("att"))
-        # attention outputs travel to the tiles holding the matching columns of the output projection
-        wo = owners(p + "attn_output.weight")
-        head_shards = [Shard("att", t, h * n_rep * hd, (h + 1) * n_rep * hd, 0, 0, 0, True) for t, h in homes]
-        gather_rows(head_shards, [(s.tile, s.k0, s.k1) for s in wo], l)
-        for s in wo:
-            em.op(isa.QUANT, layer=l, tile=s.tile, src=em.b("att"), out=em.qb("aq"), r0=s.k0, r1=min(s.k1, cfg.q_dim))
-        matmul(p + "attn_output.weight", em.qb("aq"), em.b("att"), em.b("o"), l, part=True)
-        reduce_scatter([s.tile for s in wo], l, g)
+        for h in range(cfg.n_kv_heads):
+            for j in range(parts):
+                em.op(isa.ATTN, layer=l, tile=tiles[h][j], aux=h, out=em.b("att"), r0=j, r1=parts)
+        # attention outputs travel to the tiles that own their slice (whole 32-value blocks), which quantize it;
+        # every tile then gathers the whole output projection input and computes its rows of the hidden state
+        att = hidden_slices(cfg.q_dim, len(g))
+        for j in range(parts):
+            head_shards = [Shard("att", tiles[h][j], h * n_rep * hd, (h + 1) * n_rep * hd, 0, 0, 0, True)
+                           for h in range(cfg.n_kv_heads)]
+            gather_rows(head_shards, [(t, lo, hi) for t, (lo, hi) in zip(g, att) if hi > lo], l, part=(j, parts))
+        spread(g, att, l, "att", "aq", is_float(p + "attn_output.weight"), g)
+        matmul(p + "attn_output.weight", em.qb("aq"), em.b("att"), em.b("o"), l)
         resadd_split(g, l)
         if cfg.is_moe:
             # the router and the dispatch sit on the group's first tile: the normed input gathers there, and
@@ -592,13 +626,14 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
             norm(g, l, w_offsets[p + "ffn_norm.weight"], is_float(p + "ffn_gate.weight"))
             matmul(p + "ffn_gate.weight", em.qb("xq"), em.b("xb"), em.b("h1.0"), l)
             matmul(p + "ffn_up.weight", em.qb("xq"), em.b("xb"), em.b("h3.0"), l)
-            downs = owners(p + "ffn_down.weight")
-            for s in downs:
-                lo, hi = s.k0, min(s.k1, cfg.hidden_dim)
-                em.op(isa.SILU_MUL, layer=l, tile=s.tile, src=em.b("h3.0"), out=em.b("h1.0"), r0=lo, r1=hi)
-                em.op(isa.QUANT, layer=l, tile=s.tile, src=em.b("h1.0"), out=em.qb("hq.0"), r0=lo, r1=hi)
-            matmul(p + "ffn_down.weight", em.qb("hq.0"), em.b("h1.0"), em.b("o"), l, part=True)
-            reduce_scatter([s.tile for s in downs], l, g)
+            ups = owners(p + "ffn_gate.weight")
+            for s in ups:
+                em.op(isa.SILU_MUL, layer=l, tile=s.tile, src=em.b("h3.0"), out=em.b("h1.0"), r0=s.r0, r1=s.r1)
+            # the down projection's input is quantized in whole 32-value blocks: each block's tile gathers it first
+            h_slices = hidden_slices(cfg.hidden_dim, len(g))
+            gather_rows(ups, [(t, lo, hi) for t, (lo, hi) in zip(g, h_slices) if hi > lo], l)
+            spread(g, h_slices, l, "h1.0", "hq.0", is_float(p + "ffn_down.weight"), g)
+            matmul(p + "ffn_down.weight", em.qb("hq.0"), em.b("h1.0"), em.b("o"), l)
         resadd_split(g, l)
     em.layer_starts.append(len(em.ops))
     last = groups[plan.layer_group[-1]]
@@ -634,10 +669,10 @@ def _emit_moe(em: _Emitter, plan: Plan, l: int, g: list[int], matmul, w_offsets)
             em.op(isa.SILU_MUL, layer=l, tile=s.tile, src=em.b(f"h3.{e}"), out=em.b(f"h1.{e}"), r0=lo, r1=hi, aux=e)
             em.op(isa.QUANT, layer=l, tile=s.tile, src=em.b(f"h1.{e}"), out=em.qb(f"hq.{e}"), r0=lo, r1=hi, aux=e)
         matmul(p + "ffn_down_exps.weight", em.qb(f"hq.{e}"), em.b(f"h1.{e}"), em.b(f"eout.{e}"), l, expert=e, part=True)
+        # the expert's partial sums are reduced on its first tile, whence the combine takes its output
         tiles_d = [s.tile for s in downs]
-        slices = split(cfg.dim, len(tiles_d), 1)
-        for i, (lo, hi) in enumerate(slices):
-            if hi > lo:
-                em.op(isa.REDUCE, layer=l, tile=tiles_d[i], out=em.b(f"eout.{e}"), r0=lo, r1=hi, aux=len(tiles_d), aux2=e)
+        em.comm(isa.ALLREDUCE, isa.KIND_ALLREDUCE, [(t, tiles_d[0], cfg.dim * ACT_BYTES) for t in tiles_d[1:]], layer=l,
+                tile=tiles_d[0], expert=e)
+        em.op(isa.REDUCE, layer=l, tile=tiles_d[0], out=em.b(f"eout.{e}"), r0=0, r1=cfg.dim, aux=len(tiles_d), aux2=e)
     em.op(isa.MOE_COMBINE, layer=l, tile=g[0], out=em.b("o"), r0=0, r1=cfg.dim, kind=isa.KIND_MOE, aux2=gi,
           nbytes=cfg.dim * ACT_BYTES)

@@ -56,6 +56,14 @@ N_C = 7
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _part_cols(part, n_parts, ncol):
+    """isa.part_cols: columns [lo, hi) of ``part`` of ``n_parts`` (0 parts: every column)."""
+    if n_parts <= 0:
+        return 0, ncol
+    return (part * ncol + n_parts - 1) // n_parts, ((part + 1) * ncol + n_parts - 1) // n_parts
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _routed(sel, c, e, n_used):
     """Does column c go through expert e? Every column goes through a dense op (e < 0)."""
     if e < 0:
@@ -420,17 +428,41 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             sram_rd[tile] += ncol * 2 * hd * 4
             dur = max(cm.compute_op_cycles(0, 0, ncol * 4 * hd, ncol * 2 * hd * 4, params), end - t0)
         elif code == isa.ATTN:
+            # one part of a kv-head's attention: its share of the columns, on its tile. Each sequence's K and V are
+            # read once for all the part's columns of that sequence (as FlashAttention streams K/V blocks once per
+            # query block): the positions held in SRAM from the home tile (over the network when this is another
+            # tile), the spilled ones from off-chip memory
             l = ops[i, O_LAYER]
             h = ops[i, O_AUX]
+            c_lo, c_hi = _part_cols(ops[i, O_R0], ops[i, O_R1], ncol)
+            if c_hi <= c_lo:  # no columns for this part (one sequence decoding): it does not run
+                i += 1
+                continue
+            k_cols = (c_hi - c_lo + block - 1) // block if c_hi - c_lo > block else 1
+            home = kv_home[l, h]
+            if tile != home and clock[home] > t0:
+                t0 = clock[home]  # the home tile has written this step's K and V
             cap = kv_cap[l, h]
             kvb = 2 * (hd + 4) if st[S_KV_INT8] == 1 else 2 * hd * 4
             spill = 0
             macs = 0
             vec = 0
             sbytes = 0
-            for c in range(ncol):
-                seq = col_seq[c]
+            run_seq = -1
+            run_pos = 0
+            for c in range(c_lo, c_hi + 1):
+                seq = col_seq[c] if c < c_hi else -2
+                if seq != run_seq:  # a run of one sequence's columns ends: its K and V are read once
+                    in_sram = min(run_pos, cap)
+                    sbytes += in_sram * kvb
+                    spill += (run_pos - in_sram) * kvb
+                    run_seq = seq
+                    run_pos = 0
+                if c == c_hi:
+                    break
                 npos = col_pos[c] + 1
+                if npos > run_pos:
+                    run_pos = npos
                 if numeric:
                     if st[S_KV_INT8] == 1:
                         K.attention_int8(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq,
@@ -438,19 +470,23 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                     else:
                         K.attention_f32(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores,
                                         headout)
-                in_sram = min(npos, cap)
-                sbytes += in_sram * kvb
-                spill += (npos - in_sram) * kvb
                 macs += n_rep * npos * hd
                 vec += n_rep * npos * (hd + 4)
+            fetch = 0.0
+            if tile != home and sbytes > 0:  # the SRAM-held positions come over the network from the home tile
+                n_touched = _route(home, tile, sbytes, isa.KIND_KV_FETCH, geometry, pathbuf, scratch_load, touched,
+                                   0, link_bytes, hop_bytes, sent, recv, kind_bytes, sram_rd, sram_wr)
+                fetch = _worst_link(scratch_load, touched, n_touched, link_busy, params) \
+                    + hops[home, tile] * params[cm.P_HOP_LAT]
+                _comm_begin(scratch_load, touched, n_touched)
             end = _dram(tile, spill, t0, clock, fs, params, off_rd)
             kind_bytes[isa.KIND_KV] += spill
             prec = PREC_INT8 if st[S_KV_INT8] == 1 else PREC_F32
             tile_macs[tile, prec] += macs
             tile_vec[tile] += vec
             sram_rd[tile] += sbytes
-            sram_wr[tile] += ncol * n_rep * hd * 4
-            dur = max(cm.compute_op_cycles(macs, prec, vec, sbytes, params), end - t0)
+            sram_wr[tile] += (c_hi - c_lo) * n_rep * hd * 4
+            dur = max(cm.compute_op_cycles(macs, prec, vec, sbytes, params), end - t0, fetch)
         elif code == isa.REDUCE:
             r0 = ops[i, O_R0]
             r1 = ops[i, O_R1]
@@ -550,7 +586,22 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             i += 1
             continue
         elif code == isa.SEND or code == isa.ALLREDUCE or code == isa.ALLGATHER or code == isa.LOGITS_GATHER:
-            # a static set of transfers, folded once per program by comm_tables (bytes scale with the columns)
+            # a static set of transfers, folded once per program by comm_tables (bytes scale with the columns; a
+            # SEND for an attention part carries that part's columns only, an expert's transfers its columns)
+            if ops[i, O_R1] > 0 or ops[i, O_AUX] >= 0:
+                if ops[i, O_R1] > 0:
+                    c_lo, c_hi = _part_cols(ops[i, O_R0], ops[i, O_R1], ncol)
+                    ncol = c_hi - c_lo
+                else:  # an expert's transfers: the columns routed to it
+                    routed = 0
+                    for c in range(ncol):
+                        if _routed(sel, c, ops[i, O_AUX], st[S_NUSED]):
+                            routed += 1
+                    ncol = routed
+                if ncol == 0:  # an attention part or an expert without columns this pass
+                    i += 1
+                    continue
+                k_cols = (ncol + block - 1) // block if ncol > block else 1
             kind = ops[i, O_KIND]
             t_lo = cset[i, C_TOFF]
             t_hi = t_lo + cset[i, C_TCNT]

@@ -21,8 +21,8 @@ OPCODE_NAMES = (
 N_OPCODES = len(OPCODE_NAMES)
 
 # Kinds of mesh traffic, for the traffic-by-kind counters.
-KIND_NONE, KIND_ALLREDUCE, KIND_ALLGATHER, KIND_SEND, KIND_STREAM, KIND_MOE, KIND_KV = range(7)
-KIND_NAMES = ("none", "all-reduce", "all-gather", "send", "weight-stream", "moe-routing", "kv-spill")
+KIND_NONE, KIND_ALLREDUCE, KIND_ALLGATHER, KIND_SEND, KIND_STREAM, KIND_MOE, KIND_KV, KIND_KV_FETCH = range(8)
+KIND_NAMES = ("none", "all-reduce", "all-gather", "send", "weight-stream", "moe-routing", "kv-spill", "kv-fetch")
 N_KINDS = len(KIND_NAMES)
 
 # Weight storage formats as small integers for the kernels.
@@ -38,8 +38,8 @@ OP_FIELDS = (
     ("fmt", "weight format code (FMT_CODES) or precision index"),
     ("w_off", "byte offset of the weight shard in the weight store"),
     ("w_row_bytes", "bytes per full weight row in its format"),
-    ("r0", "first output row"),
-    ("r1", "one past the last output row"),
+    ("r0", "first output row (ATTN and a SEND of its columns: the part)"),
+    ("r1", "one past the last output row (ATTN and a SEND of its columns: the number of parts)"),
     ("k0", "first input column (multiple of 32)"),
     ("k1", "one past the last input column"),
     ("src", "input buffer id"),
@@ -55,6 +55,14 @@ OP_FIELDS = (
 )
 OP_DTYPE = np.dtype([(name, np.int64) for name, _ in OP_FIELDS])
 F = {name: i for i, (name, _) in enumerate(OP_FIELDS)}
+
+
+def part_cols(part: int, n_parts: int, ncol: int) -> tuple[int, int]:
+    """Columns [lo, hi) of ``part`` of an op split ``n_parts`` ways (an ATTN part and its SENDs); part 0 takes the
+    first, so one column runs on part 0 alone. ``n_parts`` 0: every column. executor._part_cols mirrors this."""
+    if n_parts <= 0:
+        return 0, ncol
+    return (part * ncol + n_parts - 1) // n_parts, ((part + 1) * ncol + n_parts - 1) // n_parts
 
 
 def as_matrix(program: np.ndarray) -> np.ndarray:
@@ -83,9 +91,12 @@ def disassemble(program: np.ndarray, buffer_names: list[str], tensor_names: dict
                          f" {src_names[op['src']]}->{out}"
                          + ("" if op["resident"] else " (streamed)"))
         elif code in (SEND, ALLREDUCE, ALLGATHER, LOGITS_GATHER, MOE_DISPATCH, MOE_COMBINE, STREAM):
-            parts.append(f"{KIND_NAMES[op['kind']]} {op['t_cnt']} transfers {op['nbytes']} B")
-        elif code in (ATTN, KV_WRITE):
+            parts.append(f"{KIND_NAMES[op['kind']]} {op['t_cnt']} transfers {op['nbytes']} B"
+                         + (f" (columns of part {op['r0']}/{op['r1']})" if code == SEND and op["r1"] > 1 else ""))
+        elif code == KV_WRITE:
             parts.append(f"kv-head {op['aux']}")
+        elif code == ATTN:
+            parts.append(f"kv-head {op['aux']}" + (f" part {op['r0']}/{op['r1']}" if op["r1"] > 1 else ""))
         elif code == QUANT and qbuffer_names:
             parts.append(f"{buffer_names[op['src']]}->{qbuffer_names[op['out']]} [{op['r0']}:{op['r1']}]")
         elif code == REDUCE:

@@ -341,28 +341,32 @@ class NumpyMachine:
             self.vf[l, h, self.seqs, self.positions] = v
 
     def _attention(self, op) -> None:
-        """All columns and the n_rep query heads of one kv-head at once; positions beyond a column's own are masked."""
+        """One part's columns (isa.part_cols) and the n_rep query heads of one kv-head at once; positions beyond a column's own are masked."""
         cfg = self.config
         hd, h, l = cfg.head_dim, int(op["aux"]), int(op["layer"])
         n_rep = cfg.n_heads // cfg.n_kv_heads
-        n = self.ncol
-        npos = self.positions + 1                                    # (C,)
+        lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), self.ncol)   # this part's columns
+        if hi <= lo:
+            return
+        n = hi - lo
+        seqs = self.seqs[lo:hi]
+        npos = self.positions[lo:hi] + 1                             # (C,)
         T = int(npos.max())
         live = np.arange(T)[None, :] < npos[:, None]                 # (C, T)
-        q = self.act[self.names.index("q"), :n, h * n_rep * hd:(h + 1) * n_rep * hd].reshape(n, n_rep, hd)
+        q = self.act[self.names.index("q"), lo:hi, h * n_rep * hd:(h + 1) * n_rep * hd].reshape(n, n_rep, hd)
         inv = F32(1.0 / math.sqrt(hd))
         if self.options.kv_int8:
             qq, dq = _quantize_head(q.reshape(n * n_rep, hd))
             qq, dq = qq.reshape(n, n_rep, hd).astype(np.int32), dq.reshape(n, n_rep)
-            kq = self.kq[l, h, self.seqs, :T].astype(np.int32)       # (C, T, hd)
-            kd = self.kd[l, h, self.seqs, :T]                        # (C, T)
+            kq = self.kq[l, h, seqs, :T].astype(np.int32)       # (C, T, hd)
+            kd = self.kd[l, h, seqs, :T]                        # (C, T)
             s = np.einsum("crj,ctj->crt", qq, kq)
             scores = (dq[:, :, None] * kd[:, None, :]) * s.astype(F32) * inv
-            values = self.vd[l, h, self.seqs, :T][:, :, None] * self.vq[l, h, self.seqs, :T].astype(F32)  # (C, T, hd)
+            values = self.vd[l, h, seqs, :T][:, :, None] * self.vq[l, h, seqs, :T].astype(F32)  # (C, T, hd)
         else:
-            k = self.kf[l, h, self.seqs, :T]                         # (C, T, hd)
+            k = self.kf[l, h, seqs, :T]                         # (C, T, hd)
             scores = seq_sum(q[:, :, None, :] * k[:, None, :, :], axis=3) * inv
-            values = self.vf[l, h, self.seqs, :T]
+            values = self.vf[l, h, seqs, :T]
         scores = np.where(live[:, None, :], scores, F32(-np.inf))
         mx = scores.max(axis=2, keepdims=True)
         with np.errstate(invalid="ignore"):                          # -inf - (-inf) in fully masked rows
@@ -370,7 +374,7 @@ class NumpyMachine:
         tot = seq_sum(e, axis=2)                                     # (C, n_rep)
         p = e / tot[:, :, None]                                      # masked positions: exactly 0
         out = seq_sum(p[:, :, :, None] * values[:, None, :, :], axis=2)   # (C, n_rep, hd)
-        self.act[op["out"], :n, h * n_rep * hd:(h + 1) * n_rep * hd] = out.reshape(n, n_rep * hd)
+        self.act[op["out"], lo:hi, h * n_rep * hd:(h + 1) * n_rep * hd] = out.reshape(n, n_rep * hd)
 
     def _moe_route(self, op) -> None:
         n_e, kdim, k = int(op["r1"]), int(op["k1"]), self.config.n_experts_used

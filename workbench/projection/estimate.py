@@ -63,6 +63,8 @@ class Projection:
     energy_j: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     onchip_groups: int = 1       # on-chip pipeline groups of tiles per chip (the most any stage uses)
+    prefill_s: float = math.nan  # the whole batch's prompts prefilled together (= ttft_s at batch 1)
+    e2e_tokens_per_s: float = math.nan  # batch x gen_len / (prefill_s + (gen_len - 1) decode steps)
 
     def to_dict(self) -> dict:
         def clean(v):
@@ -167,9 +169,10 @@ def _per_chip(passes: list[tuple[float, list[Cost]]], mult: np.ndarray) -> Cost:
     return total
 
 
-def _kv_shift(chip, lay: _Layout, ncols: list[int]) -> Cost:
+def _kv_shift(chip, lay: _Layout, ncols: list[int], parts: int) -> Cost:
     """What moving each layer's kv-heads to its own offset adds to the reduced program's layers, over passes
-    of ``ncols`` columns: per full-depth layer, its offset's attention SENDs minus its class sample's."""
+    of ``ncols`` columns (attention on ``parts`` tiles per kv-head): per full-depth layer, its offset's attention
+    SENDs minus its class sample's."""
     cls = lay.classes
     weight: dict[int, float] = {}
     for k, layers in enumerate(cls.layers):
@@ -182,14 +185,16 @@ def _kv_shift(chip, lay: _Layout, ncols: list[int]) -> Cost:
         return zero_cost(T)
     st = send_stats(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, chip.n_tiles,
                     chip.mesh.tensor_group_tiles, replace(lay.slice, name=""),
-                    lay.options.precision, offs)
+                    lay.options.precision, offs, parts)
     w = np.array([weight[o] for o in offs])
     params = cost.cost_params(chip)
     cyc = sum(float(w @ st.cycles(params, n)) for n in ncols)
-    cols = float(sum(ncols))
+    hb, rd, wr = 0.0, np.zeros(T), np.zeros(T)
+    for n in ncols:
+        h, r, x = st.moved(n)
+        hb, rd, wr = hb + float(w @ h), rd + w @ r, wr + w @ x
     z = np.zeros(T)
-    return Cost(cyc, np.zeros((T, cost.N_PREC)), z, cols * (w @ st.sram_rd), cols * (w @ st.sram_wr), 0.0,
-                cols * float(w @ st.hop_bytes), cyc, z)
+    return Cost(cyc, np.zeros((T, cost.N_PREC)), z, rd, wr, 0.0, hb, cyc, z)
 
 
 def _group_sends(chip, lay: _Layout, ncols: list[int], like: Cost) -> Cost:
@@ -262,17 +267,22 @@ def _bound(phases: dict[str, float], comm: cc.CommCost) -> str:
             "on-chip network": "on-chip network", "op overhead": "op overhead"}[name]
 
 
-def _ttft(chip, config: ModelConfig, lay: _Layout, prompt_len: int, chunk: int) -> float:
-    """The prefill of one sequence in passes of ``chunk`` tokens, chip-to-chip collectives included."""
+def _ttft(chip, config: ModelConfig, lay: _Layout, prompt_len: int, chunk: int, batch: int = 1) -> float:
+    """The prefill of ``batch`` sequences together in passes of ``chunk`` tokens each (batch x chunk columns; on an
+    SRAM-only chip the chunk is halved as the compiler halves it), chip-to-chip collectives included."""
     cls = lay.classes
-    opts = CompileOptions(precision=lay.options.precision, mapping="tensor", batch=1, context=lay.options.context,
+    if batch > 1 and not chip.has_offchip:
+        per_col = per_col_act_bytes(config, min(chip.n_tiles, chip.mesh.tensor_group_tiles))
+        while chunk > 1 and per_col * batch * chunk > chip.sram_bytes_per_tile // 4:
+            chunk //= 2
+    opts = CompileOptions(precision=lay.options.precision, mapping="tensor", batch=batch, context=lay.options.context,
                           prefill_chunk=chunk)
     m = machine_for(chip, lay.slice, opts, _kv_cap(chip, lay), cls.masks, cls.offsets, cls.tail_mask)
     passes = prefill_segments(m, prompt_len)
-    cols = [min(chunk, prompt_len - i) for i in range(0, prompt_len, chunk)]
-    pf = _per_chip(passes, cls.multiplicity).combine(_kv_shift(chip, lay, cols), 1.0)
+    cols = [batch * min(chunk, prompt_len - i) for i in range(0, prompt_len, chunk)]
+    pf = _per_chip(passes, cls.multiplicity).combine(_kv_shift(chip, lay, cols, m.plan.attn_parts), 1.0)
     pf = pf.combine(_group_sends(chip, lay, cols, pf), 1.0)
-    comm = _comm(config, lay.tp, lay.pp, chunk, cc.link_of(chip), len(cols), 1)
+    comm = _comm(config, lay.tp, lay.pp, batch * chunk, cc.link_of(chip), len(cols), batch)
     return pf.cycles / chip.clock_hz + comm.seconds
 
 
@@ -296,7 +306,7 @@ def _estimate(chip, config: ModelConfig, lay: _Layout, precision: str, batch: in
     m = machine_for(chip, lay.slice, dec_opts, kv_cap, cls.masks, cls.offsets, cls.tail_mask)
     # decode steps see positions prompt_len .. prompt_len + gen_len - 1: cost them at the middle one
     d = _per_chip([(1.0, decode_segments(m, prompt_len + (gen_len - 1) // 2))], cls.multiplicity)
-    d = d.combine(_kv_shift(chip, lay, [batch]), 1.0)
+    d = d.combine(_kv_shift(chip, lay, [batch], m.plan.attn_parts), 1.0)
     d = d.combine(_group_sends(chip, lay, [batch], d), 1.0)
     if batch == 1:
         d = d.combine(_embed_mean(chip, lay, d), 1.0)
@@ -401,7 +411,10 @@ def project(chip, config: ModelConfig, *, precision: str = "int8", batch: int = 
             best, best_lay = p, lay
     if best is None:
         raise WorkbenchError(f"{config.name} cannot be placed on {chip.name} with {mapping} mapping", key="mapping")
-    best = replace(best, ttft_s=_ttft(chip, config, best_lay, prompt_len, chunk))  # only the arrangement kept
+    ttft = _ttft(chip, config, best_lay, prompt_len, chunk)  # only the arrangement kept
+    prefill = ttft if batch == 1 else _ttft(chip, config, best_lay, prompt_len, chunk, batch)
+    best = replace(best, ttft_s=ttft, prefill_s=prefill,
+                   e2e_tokens_per_s=batch * gen_len / (prefill + (gen_len - 1) * best.seconds_per_token))
     if not best.fits:
         need = chips_needed(chip, config, run_prec, batch, context, chunk, n_chips + 1)
         best = _replace_fit(best, need)

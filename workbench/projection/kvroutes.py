@@ -1,4 +1,4 @@
-"""How a layer's cost moves with where its kv-heads live: the three attention transfers at every kv-home offset.
+"""How a layer's cost moves with where its kv-heads live: the attention transfers at every kv-home offset.
 
 The compiler puts layer l's kv-head h on group tile g[(l * H + h) % G], so successive layers send q, k, v rows
 to, and attention outputs from, different tiles. Everything else in a layer is the same at every offset, and
@@ -18,19 +18,21 @@ import numpy as np
 from numba import njit
 
 from .. import cost
-from ..compiler import ACT_BYTES, _groups, _shard, crossing_pairs
+from ..compiler import ACT_BYTES, _groups, _shard, attn_tiles, crossing_pairs, hidden_slices
+from ..machine import isa
 from ..machine.tensors import tensor_table
 from ..machine.topology import route_links
 from ..model.config import ModelConfig
 from .placement import topology
 
-N_SENDS = 3   # q rows to the kv homes, k and v rows to the kv homes, attention outputs to the wo owners
-
 
 @dataclass(frozen=True)
 class SendStats:
-    """Per offset (O,) and SEND (3): worst link load and longest route (bytes per column, hops), whether the op
-    exists; per offset: byte-hops per column and SRAM bytes read/written per tile per column (O, T)."""
+    """The attention SENDs of a layer (in program order: q rows to each part's tiles, k and v rows to the kv homes,
+    attention outputs from each part's tiles to the tiles owning their slice). Per offset (O,) and SEND (N): worst link load and
+    longest route (bytes per column, hops), whether the op exists, byte-hops per column; per offset, SEND and tile
+    (O, N, T): SRAM bytes read and written per column. ``parts`` (N, 2): the (part, parts) whose columns a SEND
+    carries (isa.part_cols; parts 0: every column)."""
 
     offsets: tuple[int, ...]
     worst_bytes: np.ndarray
@@ -39,31 +41,43 @@ class SendStats:
     hop_bytes: np.ndarray
     sram_rd: np.ndarray
     sram_wr: np.ndarray
+    parts: np.ndarray
+
+    def columns(self, ncol: int) -> np.ndarray:
+        """(N,) columns each SEND carries in a pass of ``ncol`` columns."""
+        return np.array([hi - lo for lo, hi in (isa.part_cols(int(j), int(n), ncol) for j, n in self.parts)], float)
 
     def cycles(self, params: np.ndarray, ncol: int) -> np.ndarray:
-        """(O,) cycles the three SENDs take at each offset with ``ncol`` columns."""
-        per = (self.worst_bytes * ncol / params[cost.P_LINK_BPC] + self.max_hops * params[cost.P_HOP_LAT]
+        """(O,) cycles the SENDs take at each offset with ``ncol`` columns (a SEND without columns does not run)."""
+        cols = self.columns(ncol)
+        per = (self.worst_bytes * cols / params[cost.P_LINK_BPC] + self.max_hops * params[cost.P_HOP_LAT]
                + params[cost.P_OP_OVERHEAD])
-        return (per * self.present).sum(axis=1)
+        return (per * self.present * (cols > 0)).sum(axis=1)
+
+    def moved(self, ncol: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(byte-hops (O,), SRAM bytes read (O, T), written (O, T)) of the SENDs in a pass of ``ncol`` columns."""
+        cols = self.columns(ncol)
+        return self.hop_bytes @ cols, np.einsum("ont,n->ot", self.sram_rd, cols), np.einsum("ont,n->ot", self.sram_wr, cols)
 
 
-def _pairs(src_tiles, src_lo, src_hi, dst_tiles, dst_lo, dst_hi, op: int):
+def _pairs(src_tiles, src_lo, src_hi, dst_tiles, dst_lo, dst_hi):
     """gather_rows: every (source range, destination range) overlap becomes src -> dst of overlap x ACT_BYTES."""
     s_t, d_t = np.meshgrid(np.asarray(src_tiles), np.asarray(dst_tiles), indexing="ij")
     ov = (np.minimum(np.asarray(src_hi)[:, None], np.asarray(dst_hi)[None, :])
           - np.maximum(np.asarray(src_lo)[:, None], np.asarray(dst_lo)[None, :]))
     keep = (ov > 0) & (s_t != d_t)
-    return s_t[keep], d_t[keep], ov[keep] * ACT_BYTES, np.full(int(keep.sum()), op)
+    return s_t[keep], d_t[keep], ov[keep] * ACT_BYTES
 
 
 @njit(cache=True, nogil=True)
 def _stats(src, dst, nbytes, op, n_ops, geometry, hops, n_tiles, load, buf):
+    """Per op (n_ops,): worst link load, longest route, present, byte-hops; SRAM bytes read/written (n_ops, T)."""
     worst = np.zeros(n_ops)
     hmax = np.zeros(n_ops)
     present = np.zeros(n_ops)
-    hop_bytes = 0.0
-    rd = np.zeros(n_tiles)
-    wr = np.zeros(n_tiles)
+    hop_bytes = np.zeros(n_ops)
+    rd = np.zeros((n_ops, n_tiles))
+    wr = np.zeros((n_ops, n_tiles))
     for k in range(n_ops):
         load[:] = 0.0
         for i in range(len(src)):
@@ -72,9 +86,9 @@ def _stats(src, dst, nbytes, op, n_ops, geometry, hops, n_tiles, load, buf):
             h = route_links(src[i], dst[i], geometry, buf)
             for j in range(h):
                 load[buf[j]] += nbytes[i]
-            hop_bytes += nbytes[i] * h
-            rd[src[i]] += nbytes[i]
-            wr[dst[i]] += nbytes[i]
+            hop_bytes[k] += nbytes[i] * h
+            rd[k, src[i]] += nbytes[i]
+            wr[k, dst[i]] += nbytes[i]
             present[k] = 1.0
             if hops[src[i], dst[i]] > hmax[k]:
                 hmax[k] = hops[src[i], dst[i]]
@@ -90,45 +104,58 @@ def _attention_shards(n_tiles: int, group_max: int, config: ModelConfig, precisi
     own: dict[str, list] = {}
     for s in shards:
         own.setdefault(s.tensor, []).append(s)
-    return np.asarray(groups[0]), tuple(tuple(own[f"blk.0.{n}.weight"]) for n in ("attn_q", "attn_k", "attn_v",
-                                                                                  "attn_output"))
+    return list(groups[0]), tuple(tuple(own[f"blk.0.{n}.weight"]) for n in ("attn_q", "attn_k", "attn_v"))
 
 
-def send_pairs(n_tiles: int, group_max: int, config: ModelConfig, precision: str, offset: int) -> list[tuple[np.ndarray, ...]]:
-    """(src, dst, bytes per column) of the three attention SENDs of a layer whose kv-heads sit at ``offset``."""
-    g, (q, k, v, wo) = _attention_shards(n_tiles, group_max, replace(config, n_layers=1, name=""), precision)
+def send_pairs(n_tiles: int, group_max: int, config: ModelConfig, precision: str, offset: int,
+               parts: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]]:
+    """(src, dst, bytes per column, (part, parts)) of a layer's attention SENDs, in program order, when its kv-heads
+    sit at ``offset`` (home of head h: group tile (offset + h) % G) and each runs on ``parts`` tiles
+    (compiler.attn_tiles)."""
+    g, (q, k, v) = _attention_shards(n_tiles, group_max, replace(config, n_layers=1, name=""), precision)
     H, hd = config.n_kv_heads, config.head_dim
     n_rep = config.n_heads // H
     hq = np.arange(H) * n_rep * hd
     hk = np.arange(H) * hd
-    homes = g[(offset + np.arange(H)) % len(g)]
+    G = len(g)
+    tiles = np.array([attn_tiles(g, g[(offset + h) % G], H, parts) for h in range(H)])   # (H, parts)
     kv = k + v
-    return [_pairs([s.tile for s in q], [s.r0 for s in q], [s.r1 for s in q], homes, hq, hq + n_rep * hd, 0)[:3],
-            _pairs([s.tile for s in kv], [s.r0 for s in kv], [s.r1 for s in kv], homes, hk, hk + hd, 1)[:3],
-            _pairs(homes, hq, hq + n_rep * hd, [s.tile for s in wo], [s.k0 for s in wo], [s.k1 for s in wo], 2)[:3]]
+    qs = [(*_pairs([s.tile for s in q], [s.r0 for s in q], [s.r1 for s in q], tiles[:, j], hq, hq + n_rep * hd),
+           (j, parts)) for j in range(parts)]
+    kvs = [(*_pairs([s.tile for s in kv], [s.r0 for s in kv], [s.r1 for s in kv], tiles[:, 0], hk, hk + hd), (0, 0))]
+    att = [(t, lo, hi) for t, (lo, hi) in zip(g, hidden_slices(config.q_dim, G)) if hi > lo]
+    outs = [(*_pairs(tiles[:, j], hq, hq + n_rep * hd, [t for t, _, _ in att], [lo for _, lo, _ in att],
+                     [hi for _, _, hi in att]), (j, parts)) for j in range(parts)]
+    return qs + kvs + outs
 
 
 @lru_cache(maxsize=64)
 def send_stats(rows: int, cols: int, kind: str, n_tiles: int, group_max: int, config: ModelConfig, precision: str,
-               offsets: tuple[int, ...]) -> SendStats:
-    """SendStats of one layer of ``config`` (a chip's slice) on the chip's tensor group at each kv offset."""
+               offsets: tuple[int, ...], parts: int = 1) -> SendStats:
+    """SendStats of one layer of ``config`` (a chip's slice) on the chip's tensor group at each kv offset, each
+    kv-head's attention on ``parts`` tiles."""
     topo = topology(rows, cols, kind, min(n_tiles, group_max))
     load = np.zeros(topo.n_links)
     buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
     O = len(offsets)
-    out = [np.zeros((O, N_SENDS)), np.zeros((O, N_SENDS)), np.zeros((O, N_SENDS)), np.zeros(O),
-           np.zeros((O, topo.n_tiles)), np.zeros((O, topo.n_tiles))]
+    out = None
+    part_of = None
     for i, o in enumerate(offsets):
-        parts = send_pairs(n_tiles, group_max, config, precision, o)
-        src, dst, nb = (np.concatenate([p[j] for p in parts]) for j in range(3))
-        op = np.concatenate([np.full(len(p[0]), j) for j, p in enumerate(parts)])
+        sends = send_pairs(n_tiles, group_max, config, precision, o, parts)
+        N = len(sends)
+        if out is None:
+            out = [np.zeros((O, N)), np.zeros((O, N)), np.zeros((O, N)), np.zeros((O, N)),
+                   np.zeros((O, N, topo.n_tiles)), np.zeros((O, N, topo.n_tiles))]
+            part_of = np.array([p for *_, p in sends], np.int64)
+        src, dst, nb = (np.concatenate([p[j] for p in sends]) for j in range(3))
+        op = np.concatenate([np.full(len(p[0]), j) for j, p in enumerate(sends)])
         res = _stats(src.astype(np.int64), dst.astype(np.int64), nb.astype(np.float64), op.astype(np.int64),
-                     N_SENDS, topo.geometry, topo.hops, topo.n_tiles, load, buf)
+                     N, topo.geometry, topo.hops, topo.n_tiles, load, buf)
         for arr, val in zip(out, res):
             arr[i] = val
-    for a in out:
+    for a in (*out, part_of):
         a.setflags(write=False)
-    return SendStats(offsets, *out)
+    return SendStats(offsets, *out, part_of)
 
 
 @lru_cache(maxsize=64)
@@ -155,7 +182,7 @@ def embed_cycles_by_owner(rows: int, cols: int, kind: str, n_tiles: int, group_m
                                           np.zeros(len(dst), np.int64), 1, topo.geometry, topo.hops, topo.n_tiles,
                                           load, buf)
         cyc[s.r0:s.r1] = w[0] / link_bpc + h[0] * hop_lat + overhead
-        hb[s.r0:s.r1] = hop_bytes
+        hb[s.r0:s.r1] = hop_bytes[0]
     return cyc, hb
 
 
@@ -195,9 +222,9 @@ def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: 
         src, dst, nb = (np.array([p[j] for p in pairs], np.int64) for j in range(3))
         w, h, _, hop_bytes, r, x = _stats(src, dst, nb.astype(np.float64), np.zeros(len(pairs), np.int64), 1,
                                           topo.geometry, topo.hops, topo.n_tiles, load, buf)
-        worst[c], hmax[c], hb[c] = w[0], h[0], hop_bytes
-        rd[c] = r[c * S:(c + 1) * S]
-        wr[c] = x[(c + 1) * S:(c + 2) * S]
+        worst[c], hmax[c], hb[c] = w[0], h[0], hop_bytes[0]
+        rd[c] = r[0, c * S:(c + 1) * S]
+        wr[c] = x[0, (c + 1) * S:(c + 2) * S]
     out = CrossingStats(worst, hmax, hb, rd, wr)
     for a in (worst, hmax, hb, rd, wr):
         a.setflags(write=False)

@@ -300,10 +300,11 @@ def layer_slot_keys(n_tiles: int, group_max: int, config: ModelConfig, precision
 
 
 def reduced_plan(chip, config: ModelConfig, options: CompileOptions, topo: Topology, masks: np.ndarray,
-                 offsets: tuple[int, ...], tail_mask: np.ndarray) -> Plan:
+                 offsets: tuple[int, ...], tail_mask: np.ndarray, attn_parts: int = 1) -> Plan:
     """A len(masks)-deep Plan with the tensor mapping: layer k's shard of slot s on tile t is resident when
-    ``masks[k, s, t]`` and its kv-heads live on group tiles (offsets[k] + h) % G; the embedding and classifier
-    shards are resident where ``tail_mask`` (2, T) says. KV capacity is set per run."""
+    ``masks[k, s, t]`` and its kv-heads live on group tiles (offsets[k] + h) % G, their attention on
+    ``attn_parts`` tiles each; the embedding and classifier shards are resident where ``tail_mask`` (2, T) says.
+    KV capacity is set per run."""
     K = len(masks)
     cfg = replace(config, n_layers=K)
     T = topo.n_tiles
@@ -331,7 +332,7 @@ def reduced_plan(chip, config: ModelConfig, options: CompileOptions, topo: Topol
             weight[s.tile] += s.nbytes
     kv_cap = np.full((K, H), options.context, np.int64)
     return Plan(chip, cfg, options, "tensor", topo, groups, [0] * K, tensors, out, weight, zeros.copy(),
-                zeros.copy(), zeros.copy(), kv_home, kv_cap, options.context, expert_groups)
+                zeros.copy(), zeros.copy(), kv_home, kv_cap, options.context, expert_groups, attn_parts)
 
 
 def kv_bytes_per_token(config: ModelConfig, options: CompileOptions) -> int:
@@ -393,7 +394,7 @@ class LayerClasses:
 
 
 def layer_classes(placements: list[Placement], counts: list[int], slots: np.ndarray, all_resident: bool,
-                  max_classes: int = 4) -> LayerClasses:
+                  max_classes: int = 6) -> LayerClasses:
     """Group every layer of every stage kind (``counts[i]`` stages use ``placements[i]``) by which of its shards
     are resident. Resident and streamed layers are one class each; a boundary layer (some tiles ran out of SRAM
     inside it) is its own class. Beyond ``max_classes`` classes, the surplus boundary layers join the class

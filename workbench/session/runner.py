@@ -36,6 +36,7 @@ class Window:
     noc_hop_bytes: int = 0
     hottest_link_bytes: int = 0
     allreduce_bytes: int = 0
+    allgather_bytes: int = 0
     moe_routing_bytes: int = 0
     agree: int = 0
     compared: int = 0
@@ -61,6 +62,7 @@ class Window:
             "noc_hop_bytes": self.noc_hop_bytes,
             "hottest_link_bytes": self.hottest_link_bytes,
             "allreduce_bytes": self.allreduce_bytes,
+            "allgather_bytes": self.allgather_bytes,
             "moe_routing_bytes": self.moe_routing_bytes,
             "text": self.text,
         }
@@ -196,6 +198,7 @@ class Ledger:
         w.noc_hop_bytes += int(delta.hop_bytes[0])
         w.hottest_link_bytes = max(w.hottest_link_bytes, int(delta.link_bytes.max()) if len(delta.link_bytes) else 0)
         w.allreduce_bytes += int(delta.kind_bytes[isa.KIND_ALLREDUCE])
+        w.allgather_bytes += int(delta.kind_bytes[isa.KIND_ALLGATHER])
         w.moe_routing_bytes += int(delta.kind_bytes[isa.KIND_MOE])
         for rec in m.history[self._seg_hist:]:
             w.steps += 1

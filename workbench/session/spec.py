@@ -25,7 +25,7 @@ MAX_COUNT = 100_000  # more generate/step repeats than any session needs: a typo
 # Window metrics an expectation can bound (see docs/sessions.md for the exact definitions).
 METRICS = ("tokens", "tokens_per_s", "tokens_per_s_per_user", "ms_per_token", "joules_per_token", "watts", "ttft_s",
            "kv_tokens_spilled", "offchip_bytes", "agreement_with_f32", "seconds", "joules", "noc_hop_bytes",
-           "hottest_link_bytes", "allreduce_bytes", "moe_routing_bytes")
+           "hottest_link_bytes", "allreduce_bytes", "allgather_bytes", "moe_routing_bytes")
 BOUNDS = {"below": "<", "above": ">", "at_least": ">=", "at_most": "<="}
 TEXT_CHECKS = ("text_contains", "text_not_contains")
 EXPECT_KEYS = ("at", "ratio") + TEXT_CHECKS + tuple(f"{m}_{b}" for m in METRICS for b in BOUNDS)
