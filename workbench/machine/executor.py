@@ -228,7 +228,7 @@ def _dram(tile, nbytes, start, clock, fs, params, offchip):
 # would otherwise cost an atomic incref/decref pair per op. (numba's private flag, as its own tests use it.)
 @njit(cache=True, nogil=True, _nrt=False)
 def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
-        w, wi8, wf32, wu16, f16, bf16,
+        w, wi8, wf32, wu16, f16, bf16, wt32, wt_tab,
         act, xq, xd, parts, kq, kd, vq, vd, kf, vf,
         tokens, out_tokens, col_seq, col_pos, sel, selw, rng, cos_t, sin_t,
         kv_home, kv_cap, groups, expert_tiles, embed_tab,
@@ -295,11 +295,11 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                 for c in range(ncol):
                     if colmask[c]:
                         if slot >= 0:
-                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
-                                           k1, act, ops[i, O_SRC], parts, y_buf, c, f16, bf16)
+                            K.matmul_fp(fmt, wf32, wu16, wt32, wt_tab, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1,
+                                        k0, k1, k1, act, ops[i, O_SRC], parts, y_buf, c, f16, bf16)
                         else:
-                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
-                                           k1, act, ops[i, O_SRC], act, y_buf, c, f16, bf16)
+                            K.matmul_fp(fmt, wf32, wu16, wt32, wt_tab, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1,
+                                        k0, k1, k1, act, ops[i, O_SRC], act, y_buf, c, f16, bf16)
             elif numeric and active > 0:
                 y = parts[slot] if slot >= 0 else act[ops[i, O_OUT]]
                 K.matmul_int(fmt, w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,

@@ -15,6 +15,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit
 from numba import types as nbtypes
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 FMT_F32, FMT_F16, FMT_BF16, FMT_Q8_0, FMT_Q4_0, FMT_TQ2_0, FMT_B1_0 = range(7)
@@ -286,6 +287,108 @@ def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, src, y, yi, 
             for k in range(n):
                 acc += bf16[hrow[k]] * xrow[k]
         y[yi, c, r] = acc
+
+
+# the k-major copy of an f32 matrix (rows, cols) is (cols, stride) with stride >= rows + T_PAD: a shard's last
+# row block may read up to T_PAD - 1 rows past the matrix (zeros) and discards them
+T_PAD = 16
+
+
+def _make_colsums(width):
+    """An intrinsic summing ``width`` adjacent rows of a k-major matrix against x, each row its own fp32 chain.
+
+    colsums(wt, wb, stride, x, xb, n, y, yb, m): for j < width, acc_j = sum over k = 0..n-1 in order, from +0.0,
+    of wt[wb + k stride + j] * x[xb + k] (fp32 multiply, then fp32 add: no fast-math flags, so LLVM neither
+    reorders nor contracts to FMA, and each lane rounds exactly as the scalar loop does); y[yb + j] = acc_j for
+    j < m. One <width x float> register chain per k: numba runs no SLP vectorizer, so the lanes are spelled out.
+    Flat element indices into C-contiguous float32 arrays of any rank.
+    """
+    @intrinsic
+    def colsums(typingctx, wt, wb, stride, x, xb, n, y, yb, m):
+        for a in (wt, x, y):
+            if not (isinstance(a, nbtypes.Array) and a.dtype == nbtypes.float32 and a.layout == "C"):
+                return None
+        i64 = nbtypes.int64
+        sig = nbtypes.void(wt, i64, i64, x, i64, i64, y, i64, i64)
+
+        def codegen(context, builder, signature, args):
+            wt_v, wb_v, stride_v, x_v, xb_v, n_v, y_v, yb_v, m_v = args
+            wptr = context.make_array(signature.args[0])(context, builder, wt_v).data
+            xptr = context.make_array(signature.args[3])(context, builder, x_v).data
+            yptr = context.make_array(signature.args[6])(context, builder, y_v).data
+            i32 = ir.IntType(32)
+            vty = ir.VectorType(ir.FloatType(), width)
+            acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * width))
+            splat = ir.Constant(ir.VectorType(i32, width), [0] * width)
+            with cgutils.for_range(builder, n_v) as loop:
+                k = loop.index
+                wp = builder.gep(wptr, [builder.add(wb_v, builder.mul(k, stride_v))])
+                wv = builder.load(builder.bitcast(wp, vty.as_pointer()), align=4)
+                xk = builder.load(builder.gep(xptr, [builder.add(xb_v, k)]))
+                xv = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), xk,
+                                                                   ir.Constant(i32, 0)),
+                                            ir.Constant(vty, ir.Undefined), splat)
+                builder.store(builder.fadd(builder.load(acc), builder.fmul(wv, xv)), acc)
+            v = builder.load(acc)
+            for j in range(width):
+                with builder.if_then(builder.icmp_signed(">", m_v, ir.Constant(m_v.type, j)), likely=j == 0):
+                    builder.store(builder.extract_element(v, ir.Constant(i32, j)),
+                                  builder.gep(yptr, [builder.add(yb_v, ir.Constant(yb_v.type, j))]))
+            return context.get_dummy_value()
+        return sig, codegen
+    return colsums
+
+
+_colsums8 = _make_colsums(8)
+_colsums16 = _make_colsums(16)
+_colsums32 = _make_colsums(32)
+
+
+@njit(cache=True, nogil=True)
+def matmul_f32t(wt, tb, stride, r0, r1, k0, k1, x, src, y, yi, c):
+    """y[yi, c, r0:r1] = W[r0:r1, k0:k1] @ x[src, c, k0:k1] from the k-major copy of W at wt[tb:] (row stride
+    ``stride``): the same fp32 chains as matmul_float (each row from +0.0 in column order), bit for bit, but 8 to
+    32 rows side by side in vector registers instead of four scalar chains."""
+    xb = (src * x.shape[1] + c) * x.shape[2] + k0
+    yb = (yi * y.shape[1] + c) * y.shape[2]
+    n = k1 - k0
+    r = r0
+    while r < r1:
+        m = r1 - r
+        wb = tb + k0 * stride + r
+        if m > 16:
+            _colsums32(wt, wb, stride, x, xb, n, y, yb + r, m)
+            r += 32
+        elif m > 8:
+            _colsums16(wt, wb, stride, x, xb, n, y, yb + r, m)
+            r += 16
+        else:
+            _colsums8(wt, wb, stride, x, xb, n, y, yb + r, m)
+            r += 8
+
+
+@njit(cache=True, nogil=True)
+def matmul_fp(fmt, wf32, wu16, wt, wt_tab, off, rb, r0, r1, k0, k1, kmax, x, src, y, yi, c, f16, bf16):
+    """matmul_float, through the k-major copy when the f32 matrix at byte ``off`` has one: wt_tab rows are
+    (byte offset in the store, element offset in wt, stride, rows, cols), sorted by offset."""
+    kend = min(k1, kmax)
+    if fmt == FMT_F32 and wt_tab.shape[0] > 0:
+        lo = 0
+        hi = wt_tab.shape[0]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if wt_tab[mid, 0] <= off:
+                lo = mid
+            else:
+                hi = mid
+        if wt_tab[lo, 0] == off and rb == 4 * wt_tab[lo, 4] and r1 <= wt_tab[lo, 3] and kend <= wt_tab[lo, 4]:
+            if kend > k0:
+                matmul_f32t(wt, wt_tab[lo, 1], wt_tab[lo, 2], r0, r1, k0, kend, x, src, y, yi, c)
+            else:
+                for r in range(r0, r1):
+                    y[yi, c, r] = np.float32(0.0)
+            return
+    matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, src, y, yi, c, f16, bf16)
 
 
 @njit(cache=True, nogil=True)
