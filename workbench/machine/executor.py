@@ -286,10 +286,10 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             if numeric and active > 0 and fmt == K.FMT_Q8_0 and ncol == 1:  # decode: one column of int8 blocks
                 if slot >= 0:
                     K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
-                                    xq, xd, ops[i, O_SRC], parts, slot, f16, wv.shape[0])
+                                    xq, xd, ops[i, O_SRC], parts, slot, f16)
                 else:
                     K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
-                                    xq, xd, ops[i, O_SRC], act, ops[i, O_OUT], f16, wv.shape[0])
+                                    xq, xd, ops[i, O_SRC], act, ops[i, O_OUT], f16)
             elif numeric and active > 0 and fmt <= K.FMT_BF16:
                 y_buf = slot if slot >= 0 else ops[i, O_OUT]
                 for c in range(ncol):

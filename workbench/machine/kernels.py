@@ -137,31 +137,49 @@ def _decode_block(fmt, w, base, b, wv):
     return bo
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _dot32(wb, xb, n32):
-    """int32 dot product of one block. ``n32`` is 32 passed at run time: a constant trip count gets the loop
-    fully unrolled into scalar code before LLVM's loop vectorizer can see it; the int32 casts keep it 32-bit."""
-    s = np.int32(0)
-    for j in range(n32):
-        s = np.int32(s + np.int32(np.int32(wb[j]) * np.int32(xb[j])))
-    return s
+@intrinsic
+def _dot32(typingctx, a, ao, b, bo):
+    """int32 sum of a[ao + j] x b[bo + j] over j < 32, flat indices into C-contiguous int8 arrays.
+
+    Two 32-byte vector loads, int16 products (any int8 x int8 fits), then an int32 sum: integers, so the order
+    of the reduction changes nothing. An intrinsic because the loop form reached LLVM as slices (a view, so a
+    reference count, per block) and a runtime trip count; this is one load, multiply and add tree.
+    """
+    for t in (a, b):
+        if not (isinstance(t, nbtypes.Array) and t.dtype == nbtypes.int8 and t.layout == "C"):
+            return None
+    sig = nbtypes.int32(a, nbtypes.int64, b, nbtypes.int64)
+
+    def codegen(context, builder, signature, args):
+        v8 = ir.VectorType(ir.IntType(8), 32)
+        v16 = ir.VectorType(ir.IntType(16), 32)
+        v32 = ir.VectorType(ir.IntType(32), 32)
+        vals = []
+        for arr_t, arr, off in ((signature.args[0], args[0], args[1]), (signature.args[2], args[2], args[3])):
+            ptr = builder.gep(context.make_array(arr_t)(context, builder, arr).data, [off])
+            vals.append(builder.sext(builder.load(builder.bitcast(ptr, v8.as_pointer()), align=1), v16))
+        total = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [v32]),
+                                               "llvm.vector.reduce.add.v32i32")
+        return builder.call(total, [builder.sext(builder.mul(vals[0], vals[1]), v32)])
+    return sig, codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _q8_term(w, wi8, so, xb, db, f16, n32):
-    """One q8_0 block at byte ``so`` against activation block xb (scale db): (weight scale x db) x int32 sum."""
-    return (f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)] * db) * np.float32(_dot32(wi8[so + 2: so + 34], xb, n32))
+def _q8_term(w, wi8, so, xq, xo, db, f16):
+    """One q8_0 block at byte ``so`` against the activation block at flat xq[xo:] (scale db):
+    (weight scale x db) x int32 sum."""
+    return (f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)] * db) * np.float32(_dot32(wi8, so + 2, xq, xo))
 
 
 @njit(cache=True, nogil=True)
-def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16, n32):
+def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16):
     """y[yi, 0, r0:r1] = W[r0:r1, 32*b0:32*b1] @ x for column 0 of xq[src] (scales xd[src]), q8_0 weights.
 
     Per block: int32 sum of 32 products, times (weight scale x activation scale), accumulated in fp32 in
     block order. Four rows at a time give the CPU four independent fp32 chains; each row's order is unchanged.
     Whole arrays and indices rather than views: each view the caller made would cost atomic reference counts.
     """
-    xrow = xq[src, 0]
+    xo = src * xq.shape[1] * xq.shape[2]  # flat index of xq[src, 0, 0]
     r = r0
     while r + 4 <= r1:
         a0 = np.float32(0.0)
@@ -170,13 +188,13 @@ def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16, n32)
         a3 = np.float32(0.0)
         base = off + r * rb
         for b in range(b0, b1):
-            xb = xrow[b * 32: b * 32 + 32]
+            xb = xo + b * 32
             db = xd[src, 0, b]
             so = base + b * 34
-            a0 += _q8_term(w, wi8, so, xb, db, f16, n32)
-            a1 += _q8_term(w, wi8, so + 1 * rb, xb, db, f16, n32)
-            a2 += _q8_term(w, wi8, so + 2 * rb, xb, db, f16, n32)
-            a3 += _q8_term(w, wi8, so + 3 * rb, xb, db, f16, n32)
+            a0 += _q8_term(w, wi8, so, xq, xb, db, f16)
+            a1 += _q8_term(w, wi8, so + 1 * rb, xq, xb, db, f16)
+            a2 += _q8_term(w, wi8, so + 2 * rb, xq, xb, db, f16)
+            a3 += _q8_term(w, wi8, so + 3 * rb, xq, xb, db, f16)
         y[yi, 0, r] = a0
         y[yi, 0, r + 1] = a1
         y[yi, 0, r + 2] = a2
@@ -186,7 +204,7 @@ def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16, n32)
         base = off + r * rb
         a = np.float32(0.0)
         for b in range(b0, b1):
-            a += _q8_term(w, wi8, base + b * 34, xrow[b * 32: b * 32 + 32], xd[src, 0, b], f16, n32)
+            a += _q8_term(w, wi8, base + b * 34, xq, xo + b * 32, xd[src, 0, b], f16)
         y[yi, 0, r] = a
         r += 1
 
@@ -201,7 +219,7 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
     """
     b0 = k0 // 32
     b1 = k1 // 32
-    n32 = wv.shape[0]  # 32, at run time (see _dot32)
+    stride = xq.shape[1]
     for r in range(r0, r1):
         base = off + r * rb
         for c in range(ncol):
@@ -209,15 +227,17 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
         for b in range(b0, b1):
             if fmt == FMT_Q8_0:
                 so = base + b * 34
-                wb = wi8[so + 2: so + 34]
+                wb = wi8
+                wo = so + 2
             else:
                 so = _decode_block(fmt, w, base, b, wv)
                 wb = wv
+                wo = 0
             dw = f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)]
             xb0 = b * 32
             for c in range(ncol):
                 if colmask[c]:
-                    s = _dot32(wb, xq[c, xb0: xb0 + 32], n32)
+                    s = _dot32(wb, wo, xq, c * stride + xb0)
                     acc[c] += (dw * xd[c, b]) * np.float32(s)
         for c in range(ncol):
             if colmask[c]:
