@@ -548,53 +548,58 @@ def _softmax_probs(scores, npos, mx):
         scores[t] = scores[t] / tot
 
 
+@intrinsic
+def _wsum8(typingctx, p, values, vo, hd, vscale, npos, out, j0):
+    """out[j0 + i] = sum over t < npos in order, from +0.0, of p[t] x v, v = vscale[t] x float(values[vo + t hd + i])
+    for int8 values, float(values[...]) for f32 ones; i < 8, one <8 x float> lane each (fp32 ops in the scalar
+    loop's order, no fast-math flags: bit for bit the same). Flat indices into C-contiguous arrays."""
+    f32 = nbtypes.float32
+    for a in (p, vscale, out):
+        if not (isinstance(a, nbtypes.Array) and a.dtype == f32 and a.layout == "C"):
+            return None
+    if not (isinstance(values, nbtypes.Array) and values.dtype in (nbtypes.int8, f32) and values.layout == "C"):
+        return None
+    scaled = values.dtype == nbtypes.int8
+    i64 = nbtypes.int64
+    sig = nbtypes.void(p, values, i64, i64, vscale, i64, out, i64)
+
+    def codegen(context, builder, signature, args):
+        p_v, val_v, vo_v, hd_v, sc_v, n_v, out_v, j0_v = args
+        ptrs = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1, 4, 6)]
+        pp, vp, sp, op = ptrs
+        i32 = ir.IntType(32)
+        vty = ir.VectorType(ir.FloatType(), 8)
+        splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+
+        def bcast(x):
+            return builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(i32, 0)),
+                                          ir.Constant(vty, ir.Undefined), splat)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * 8))
+        with cgutils.for_range(builder, n_v) as loop:
+            t = loop.index
+            src = builder.gep(vp, [builder.add(vo_v, builder.mul(t, hd_v))])
+            if scaled:
+                raw = builder.load(builder.bitcast(src, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
+                v = builder.fmul(bcast(builder.load(builder.gep(sp, [t]))), builder.sitofp(raw, vty))
+            else:
+                v = builder.load(builder.bitcast(src, vty.as_pointer()), align=4)
+            builder.store(builder.fadd(builder.load(acc), builder.fmul(bcast(builder.load(builder.gep(pp, [t]))), v)),
+                          acc)
+        dst = builder.gep(op, [j0_v])
+        builder.store(builder.load(acc), builder.bitcast(dst, vty.as_pointer()), align=4)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _weighted_sum(p, values, vscale, scaled, npos, hd, out):
     """out[j] = sum over t in order of p[t] x v[t, j], v = vscale[t] x int8 value when ``scaled``, else the f32 value.
 
-    Eight j at a time in scalar registers (a loop over j would keep out[] in memory: a store-to-load round trip
-    on every add); each out[j] is still one chain in t order from +0.0.
+    Eight j at a time in one vector register (_wsum8); each out[j] is still one chain in t order from +0.0.
     """
     j0 = 0
     while j0 + 8 <= hd:
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        a4 = np.float32(0.0)
-        a5 = np.float32(0.0)
-        a6 = np.float32(0.0)
-        a7 = np.float32(0.0)
-        for t in range(npos):
-            pt = p[t]
-            v = values[t, j0: j0 + 8]
-            if scaled:
-                dv = vscale[t]
-                a0 += pt * (dv * np.float32(v[0]))
-                a1 += pt * (dv * np.float32(v[1]))
-                a2 += pt * (dv * np.float32(v[2]))
-                a3 += pt * (dv * np.float32(v[3]))
-                a4 += pt * (dv * np.float32(v[4]))
-                a5 += pt * (dv * np.float32(v[5]))
-                a6 += pt * (dv * np.float32(v[6]))
-                a7 += pt * (dv * np.float32(v[7]))
-            else:
-                a0 += pt * np.float32(v[0])
-                a1 += pt * np.float32(v[1])
-                a2 += pt * np.float32(v[2])
-                a3 += pt * np.float32(v[3])
-                a4 += pt * np.float32(v[4])
-                a5 += pt * np.float32(v[5])
-                a6 += pt * np.float32(v[6])
-                a7 += pt * np.float32(v[7])
-        out[j0] = a0
-        out[j0 + 1] = a1
-        out[j0 + 2] = a2
-        out[j0 + 3] = a3
-        out[j0 + 4] = a4
-        out[j0 + 5] = a5
-        out[j0 + 6] = a6
-        out[j0 + 7] = a7
+        _wsum8(p, values, j0, hd, vscale, npos, out, j0)
         j0 += 8
     for j in range(j0, hd):
         a = np.float32(0.0)
