@@ -564,16 +564,15 @@ def _wsum8(typingctx, p, values, vo, hd, vscale, npos, out, j0):
     sig = nbtypes.void(p, values, i64, i64, vscale, i64, out, i64)
 
     def codegen(context, builder, signature, args):
-        p_v, val_v, vo_v, hd_v, sc_v, n_v, out_v, j0_v = args
-        ptrs = [context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1, 4, 6)]
-        pp, vp, sp, op = ptrs
+        vo_v, hd_v, n_v, j0_v = args[2], args[3], args[5], args[7]
+        pp, vp, sp, op = (context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1, 4, 6))
         i32 = ir.IntType(32)
         vty = ir.VectorType(ir.FloatType(), 8)
         splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
 
         def bcast(x):
-            return builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(i32, 0)),
-                                          ir.Constant(vty, ir.Undefined), splat)
+            one = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), splat)
         acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * 8))
         with cgutils.for_range(builder, n_v) as loop:
             t = loop.index

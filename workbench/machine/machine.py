@@ -56,7 +56,8 @@ def layout_offsets(plan: Plan) -> dict[str, int]:
     return offsets
 
 
-def kmajor_f32(store: np.ndarray, plan: Plan, offsets: dict[str, int], ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def kmajor_f32(store: np.ndarray, plan: Plan, offsets: dict[str, int],
+               ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A k-major (transposed) copy of every f32 matrix an f32 MATMUL op reads (each expert's slice its own matrix).
 
     Returns (wt, table): matrix (rows, cols) at store byte offset o sits at wt[e:e + cols * stride] as
