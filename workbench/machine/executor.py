@@ -236,7 +236,7 @@ def _dram(tile, nbytes, start, clock, fs, params, offchip):
 # would otherwise cost an atomic incref/decref pair per op. (numba's private flag, as its own tests use it.)
 @njit(cache=True, nogil=True, _nrt=False)
 def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
-        w, wi8, wf32, wu16, f16, bf16,
+        w, wi8, wf32, wu16, f16, bf16, wt32, wt_tab,
         act, xq, xd, parts, kq, kd, vq, vd, kf, vf,
         tokens, out_tokens, col_seq, col_pos, sel, selw, rng, cos_t, sin_t,
         kv_home, kv_cap, groups, expert_tiles, embed_tab,
@@ -294,20 +294,20 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             if numeric and active > 0 and fmt == K.FMT_Q8_0 and ncol == 1:  # decode: one column of int8 blocks
                 if slot >= 0:
                     K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
-                                    xq, xd, ops[i, O_SRC], parts, slot, f16, wv.shape[0])
+                                    xq, xd, ops[i, O_SRC], parts, slot, f16)
                 else:
                     K.matmul_q8_col(w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0 // 32, k1 // 32,
-                                    xq, xd, ops[i, O_SRC], act, ops[i, O_OUT], f16, wv.shape[0])
+                                    xq, xd, ops[i, O_SRC], act, ops[i, O_OUT], f16)
             elif numeric and active > 0 and fmt <= K.FMT_BF16:
                 y_buf = slot if slot >= 0 else ops[i, O_OUT]
                 for c in range(ncol):
                     if colmask[c]:
                         if slot >= 0:
-                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
-                                           k1, act, ops[i, O_SRC], parts, y_buf, c, f16, bf16)
+                            K.matmul_fp(fmt, wf32, wu16, wt32, wt_tab, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1,
+                                        k0, k1, k1, act, ops[i, O_SRC], parts, y_buf, c, f16, bf16)
                         else:
-                            K.matmul_float(fmt, wf32, wu16, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,
-                                           k1, act, ops[i, O_SRC], act, y_buf, c, f16, bf16)
+                            K.matmul_fp(fmt, wf32, wu16, wt32, wt_tab, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1,
+                                        k0, k1, k1, act, ops[i, O_SRC], act, y_buf, c, f16, bf16)
             elif numeric and active > 0:
                 y = parts[slot] if slot >= 0 else act[ops[i, O_OUT]]
                 K.matmul_int(fmt, w, wi8, ops[i, O_W_OFF], ops[i, O_W_ROW_BYTES], r0, r1, k0, k1,

@@ -15,6 +15,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit
 from numba import types as nbtypes
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 FMT_F32, FMT_F16, FMT_BF16, FMT_Q8_0, FMT_Q4_0, FMT_TQ2_0, FMT_B1_0 = range(7)
@@ -136,31 +137,49 @@ def _decode_block(fmt, w, base, b, wv):
     return bo
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _dot32(wb, xb, n32):
-    """int32 dot product of one block. ``n32`` is 32 passed at run time: a constant trip count gets the loop
-    fully unrolled into scalar code before LLVM's loop vectorizer can see it; the int32 casts keep it 32-bit."""
-    s = np.int32(0)
-    for j in range(n32):
-        s = np.int32(s + np.int32(np.int32(wb[j]) * np.int32(xb[j])))
-    return s
+@intrinsic
+def _dot32(typingctx, a, ao, b, bo):
+    """int32 sum of a[ao + j] x b[bo + j] over j < 32, flat indices into C-contiguous int8 arrays.
+
+    Two 32-byte vector loads, int16 products (any int8 x int8 fits), then an int32 sum: integers, so the order
+    of the reduction changes nothing. An intrinsic because the loop form reached LLVM as slices (a view, so a
+    reference count, per block) and a runtime trip count; this is one load, multiply and add tree.
+    """
+    for t in (a, b):
+        if not (isinstance(t, nbtypes.Array) and t.dtype == nbtypes.int8 and t.layout == "C"):
+            return None
+    sig = nbtypes.int32(a, nbtypes.int64, b, nbtypes.int64)
+
+    def codegen(context, builder, signature, args):
+        v8 = ir.VectorType(ir.IntType(8), 32)
+        v16 = ir.VectorType(ir.IntType(16), 32)
+        v32 = ir.VectorType(ir.IntType(32), 32)
+        vals = []
+        for arr_t, arr, off in ((signature.args[0], args[0], args[1]), (signature.args[2], args[2], args[3])):
+            ptr = builder.gep(context.make_array(arr_t)(context, builder, arr).data, [off])
+            vals.append(builder.sext(builder.load(builder.bitcast(ptr, v8.as_pointer()), align=1), v16))
+        total = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [v32]),
+                                               "llvm.vector.reduce.add.v32i32")
+        return builder.call(total, [builder.sext(builder.mul(vals[0], vals[1]), v32)])
+    return sig, codegen
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _q8_term(w, wi8, so, xb, db, f16, n32):
-    """One q8_0 block at byte ``so`` against activation block xb (scale db): (weight scale x db) x int32 sum."""
-    return (f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)] * db) * np.float32(_dot32(wi8[so + 2: so + 34], xb, n32))
+def _q8_term(w, wi8, so, xq, xo, db, f16):
+    """One q8_0 block at byte ``so`` against the activation block at flat xq[xo:] (scale db):
+    (weight scale x db) x int32 sum."""
+    return (f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)] * db) * np.float32(_dot32(wi8, so + 2, xq, xo))
 
 
 @njit(cache=True, nogil=True)
-def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16, n32):
+def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16):
     """y[yi, 0, r0:r1] = W[r0:r1, 32*b0:32*b1] @ x for column 0 of xq[src] (scales xd[src]), q8_0 weights.
 
     Per block: int32 sum of 32 products, times (weight scale x activation scale), accumulated in fp32 in
     block order. Four rows at a time give the CPU four independent fp32 chains; each row's order is unchanged.
     Whole arrays and indices rather than views: each view the caller made would cost atomic reference counts.
     """
-    xrow = xq[src, 0]
+    xo = src * xq.shape[1] * xq.shape[2]  # flat index of xq[src, 0, 0]
     r = r0
     while r + 4 <= r1:
         a0 = np.float32(0.0)
@@ -169,13 +188,13 @@ def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16, n32)
         a3 = np.float32(0.0)
         base = off + r * rb
         for b in range(b0, b1):
-            xb = xrow[b * 32: b * 32 + 32]
+            xb = xo + b * 32
             db = xd[src, 0, b]
             so = base + b * 34
-            a0 += _q8_term(w, wi8, so, xb, db, f16, n32)
-            a1 += _q8_term(w, wi8, so + 1 * rb, xb, db, f16, n32)
-            a2 += _q8_term(w, wi8, so + 2 * rb, xb, db, f16, n32)
-            a3 += _q8_term(w, wi8, so + 3 * rb, xb, db, f16, n32)
+            a0 += _q8_term(w, wi8, so, xq, xb, db, f16)
+            a1 += _q8_term(w, wi8, so + 1 * rb, xq, xb, db, f16)
+            a2 += _q8_term(w, wi8, so + 2 * rb, xq, xb, db, f16)
+            a3 += _q8_term(w, wi8, so + 3 * rb, xq, xb, db, f16)
         y[yi, 0, r] = a0
         y[yi, 0, r + 1] = a1
         y[yi, 0, r + 2] = a2
@@ -185,7 +204,7 @@ def matmul_q8_col(w, wi8, off, rb, r0, r1, b0, b1, xq, xd, src, y, yi, f16, n32)
         base = off + r * rb
         a = np.float32(0.0)
         for b in range(b0, b1):
-            a += _q8_term(w, wi8, base + b * 34, xrow[b * 32: b * 32 + 32], xd[src, 0, b], f16, n32)
+            a += _q8_term(w, wi8, base + b * 34, xq, xo + b * 32, xd[src, 0, b], f16)
         y[yi, 0, r] = a
         r += 1
 
@@ -200,7 +219,7 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
     """
     b0 = k0 // 32
     b1 = k1 // 32
-    n32 = wv.shape[0]  # 32, at run time (see _dot32)
+    stride = xq.shape[1]
     for r in range(r0, r1):
         base = off + r * rb
         for c in range(ncol):
@@ -208,15 +227,17 @@ def matmul_int(fmt, w, wi8, off, rb, r0, r1, k0, k1, xq, xd, y, colmask, ncol, f
         for b in range(b0, b1):
             if fmt == FMT_Q8_0:
                 so = base + b * 34
-                wb = wi8[so + 2: so + 34]
+                wb = wi8
+                wo = so + 2
             else:
                 so = _decode_block(fmt, w, base, b, wv)
                 wb = wv
+                wo = 0
             dw = f16[np.int64(w[so]) | (np.int64(w[so + 1]) << 8)]
             xb0 = b * 32
             for c in range(ncol):
                 if colmask[c]:
-                    s = _dot32(wb, xq[c, xb0: xb0 + 32], n32)
+                    s = _dot32(wb, wo, xq, c * stride + xb0)
                     acc[c] += (dw * xd[c, b]) * np.float32(s)
         for c in range(ncol):
             if colmask[c]:
@@ -286,6 +307,108 @@ def matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, src, y, yi, 
             for k in range(n):
                 acc += bf16[hrow[k]] * xrow[k]
         y[yi, c, r] = acc
+
+
+# the k-major copy of an f32 matrix (rows, cols) is (cols, stride) with stride >= rows + T_PAD: a shard's last
+# row block may read up to T_PAD - 1 rows past the matrix (zeros) and discards them
+T_PAD = 16
+
+
+def _make_colsums(width):
+    """An intrinsic summing ``width`` adjacent rows of a k-major matrix against x, each row its own fp32 chain.
+
+    colsums(wt, wb, stride, x, xb, n, y, yb, m): for j < width, acc_j = sum over k = 0..n-1 in order, from +0.0,
+    of wt[wb + k stride + j] * x[xb + k] (fp32 multiply, then fp32 add: no fast-math flags, so LLVM neither
+    reorders nor contracts to FMA, and each lane rounds exactly as the scalar loop does); y[yb + j] = acc_j for
+    j < m. One <width x float> register chain per k: numba runs no SLP vectorizer, so the lanes are spelled out.
+    Flat element indices into C-contiguous float32 arrays of any rank.
+    """
+    @intrinsic
+    def colsums(typingctx, wt, wb, stride, x, xb, n, y, yb, m):
+        for a in (wt, x, y):
+            if not (isinstance(a, nbtypes.Array) and a.dtype == nbtypes.float32 and a.layout == "C"):
+                return None
+        i64 = nbtypes.int64
+        sig = nbtypes.void(wt, i64, i64, x, i64, i64, y, i64, i64)
+
+        def codegen(context, builder, signature, args):
+            wt_v, wb_v, stride_v, x_v, xb_v, n_v, y_v, yb_v, m_v = args
+            wptr = context.make_array(signature.args[0])(context, builder, wt_v).data
+            xptr = context.make_array(signature.args[3])(context, builder, x_v).data
+            yptr = context.make_array(signature.args[6])(context, builder, y_v).data
+            i32 = ir.IntType(32)
+            vty = ir.VectorType(ir.FloatType(), width)
+            acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * width))
+            splat = ir.Constant(ir.VectorType(i32, width), [0] * width)
+            with cgutils.for_range(builder, n_v) as loop:
+                k = loop.index
+                wp = builder.gep(wptr, [builder.add(wb_v, builder.mul(k, stride_v))])
+                wv = builder.load(builder.bitcast(wp, vty.as_pointer()), align=4)
+                xk = builder.load(builder.gep(xptr, [builder.add(xb_v, k)]))
+                xv = builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), xk,
+                                                                   ir.Constant(i32, 0)),
+                                            ir.Constant(vty, ir.Undefined), splat)
+                builder.store(builder.fadd(builder.load(acc), builder.fmul(wv, xv)), acc)
+            v = builder.load(acc)
+            for j in range(width):
+                with builder.if_then(builder.icmp_signed(">", m_v, ir.Constant(m_v.type, j)), likely=j == 0):
+                    builder.store(builder.extract_element(v, ir.Constant(i32, j)),
+                                  builder.gep(yptr, [builder.add(yb_v, ir.Constant(yb_v.type, j))]))
+            return context.get_dummy_value()
+        return sig, codegen
+    return colsums
+
+
+_colsums8 = _make_colsums(8)
+_colsums16 = _make_colsums(16)
+_colsums32 = _make_colsums(32)
+
+
+@njit(cache=True, nogil=True)
+def matmul_f32t(wt, tb, stride, r0, r1, k0, k1, x, src, y, yi, c):
+    """y[yi, c, r0:r1] = W[r0:r1, k0:k1] @ x[src, c, k0:k1] from the k-major copy of W at wt[tb:] (row stride
+    ``stride``): the same fp32 chains as matmul_float (each row from +0.0 in column order), bit for bit, but 8 to
+    32 rows side by side in vector registers instead of four scalar chains."""
+    xb = (src * x.shape[1] + c) * x.shape[2] + k0
+    yb = (yi * y.shape[1] + c) * y.shape[2]
+    n = k1 - k0
+    r = r0
+    while r < r1:
+        m = r1 - r
+        wb = tb + k0 * stride + r
+        if m > 16:
+            _colsums32(wt, wb, stride, x, xb, n, y, yb + r, m)
+            r += 32
+        elif m > 8:
+            _colsums16(wt, wb, stride, x, xb, n, y, yb + r, m)
+            r += 16
+        else:
+            _colsums8(wt, wb, stride, x, xb, n, y, yb + r, m)
+            r += 8
+
+
+@njit(cache=True, nogil=True)
+def matmul_fp(fmt, wf32, wu16, wt, wt_tab, off, rb, r0, r1, k0, k1, kmax, x, src, y, yi, c, f16, bf16):
+    """matmul_float, through the k-major copy when the f32 matrix at byte ``off`` has one: wt_tab rows are
+    (byte offset in the store, element offset in wt, stride, rows, cols), sorted by offset."""
+    kend = min(k1, kmax)
+    if fmt == FMT_F32 and wt_tab.shape[0] > 0:
+        lo = 0
+        hi = wt_tab.shape[0]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if wt_tab[mid, 0] <= off:
+                lo = mid
+            else:
+                hi = mid
+        if wt_tab[lo, 0] == off and rb == 4 * wt_tab[lo, 4] and r1 <= wt_tab[lo, 3] and kend <= wt_tab[lo, 4]:
+            if kend > k0:
+                matmul_f32t(wt, wt_tab[lo, 1], wt_tab[lo, 2], r0, r1, k0, kend, x, src, y, yi, c)
+            else:
+                for r in range(r0, r1):
+                    y[yi, c, r] = np.float32(0.0)
+            return
+    matmul_float(fmt, wf32, wu16, off, rb, r0, r1, k0, k1, kmax, x, src, y, yi, c, f16, bf16)
 
 
 @njit(cache=True, nogil=True)
@@ -425,53 +548,57 @@ def _softmax_probs(scores, npos, mx):
         scores[t] = scores[t] / tot
 
 
+@intrinsic
+def _wsum8(typingctx, p, values, vo, hd, vscale, npos, out, j0):
+    """out[j0 + i] = sum over t < npos in order, from +0.0, of p[t] x v, v = vscale[t] x float(values[vo + t hd + i])
+    for int8 values, float(values[...]) for f32 ones; i < 8, one <8 x float> lane each (fp32 ops in the scalar
+    loop's order, no fast-math flags: bit for bit the same). Flat indices into C-contiguous arrays."""
+    f32 = nbtypes.float32
+    for a in (p, vscale, out):
+        if not (isinstance(a, nbtypes.Array) and a.dtype == f32 and a.layout == "C"):
+            return None
+    if not (isinstance(values, nbtypes.Array) and values.dtype in (nbtypes.int8, f32) and values.layout == "C"):
+        return None
+    scaled = values.dtype == nbtypes.int8
+    i64 = nbtypes.int64
+    sig = nbtypes.void(p, values, i64, i64, vscale, i64, out, i64)
+
+    def codegen(context, builder, signature, args):
+        vo_v, hd_v, n_v, j0_v = args[2], args[3], args[5], args[7]
+        pp, vp, sp, op = (context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1, 4, 6))
+        i32 = ir.IntType(32)
+        vty = ir.VectorType(ir.FloatType(), 8)
+        splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+
+        def bcast(x):
+            one = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), splat)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * 8))
+        with cgutils.for_range(builder, n_v) as loop:
+            t = loop.index
+            src = builder.gep(vp, [builder.add(vo_v, builder.mul(t, hd_v))])
+            if scaled:
+                raw = builder.load(builder.bitcast(src, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
+                v = builder.fmul(bcast(builder.load(builder.gep(sp, [t]))), builder.sitofp(raw, vty))
+            else:
+                v = builder.load(builder.bitcast(src, vty.as_pointer()), align=4)
+            builder.store(builder.fadd(builder.load(acc), builder.fmul(bcast(builder.load(builder.gep(pp, [t]))), v)),
+                          acc)
+        dst = builder.gep(op, [j0_v])
+        builder.store(builder.load(acc), builder.bitcast(dst, vty.as_pointer()), align=4)
+        return context.get_dummy_value()
+    return sig, codegen
+
+
 @njit(cache=True, nogil=True, inline="always")
 def _weighted_sum(p, values, vscale, scaled, npos, hd, out):
     """out[j] = sum over t in order of p[t] x v[t, j], v = vscale[t] x int8 value when ``scaled``, else the f32 value.
 
-    Eight j at a time in scalar registers (a loop over j would keep out[] in memory: a store-to-load round trip
-    on every add); each out[j] is still one chain in t order from +0.0.
+    Eight j at a time in one vector register (_wsum8); each out[j] is still one chain in t order from +0.0.
     """
     j0 = 0
     while j0 + 8 <= hd:
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        a4 = np.float32(0.0)
-        a5 = np.float32(0.0)
-        a6 = np.float32(0.0)
-        a7 = np.float32(0.0)
-        for t in range(npos):
-            pt = p[t]
-            v = values[t, j0: j0 + 8]
-            if scaled:
-                dv = vscale[t]
-                a0 += pt * (dv * np.float32(v[0]))
-                a1 += pt * (dv * np.float32(v[1]))
-                a2 += pt * (dv * np.float32(v[2]))
-                a3 += pt * (dv * np.float32(v[3]))
-                a4 += pt * (dv * np.float32(v[4]))
-                a5 += pt * (dv * np.float32(v[5]))
-                a6 += pt * (dv * np.float32(v[6]))
-                a7 += pt * (dv * np.float32(v[7]))
-            else:
-                a0 += pt * np.float32(v[0])
-                a1 += pt * np.float32(v[1])
-                a2 += pt * np.float32(v[2])
-                a3 += pt * np.float32(v[3])
-                a4 += pt * np.float32(v[4])
-                a5 += pt * np.float32(v[5])
-                a6 += pt * np.float32(v[6])
-                a7 += pt * np.float32(v[7])
-        out[j0] = a0
-        out[j0 + 1] = a1
-        out[j0 + 2] = a2
-        out[j0 + 3] = a3
-        out[j0 + 4] = a4
-        out[j0 + 5] = a5
-        out[j0 + 6] = a6
-        out[j0 + 7] = a7
+        _wsum8(p, values, j0, hd, vscale, npos, out, j0)
         j0 += 8
     for j in range(j0, hd):
         a = np.float32(0.0)

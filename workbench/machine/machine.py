@@ -19,6 +19,7 @@ from ..model.config import ModelConfig
 from ..model.tensor import Model
 from . import executor as ex
 from . import isa
+from .kernels import FMT_F32, T_PAD
 
 _F16 = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
 _BF16 = (np.arange(65536, dtype=np.uint32) << 16).view(np.float32).copy()
@@ -53,6 +54,38 @@ def layout_offsets(plan: Plan) -> dict[str, int]:
         offsets[name] = pos
         pos += info.nbytes + (-info.nbytes) % 64
     return offsets
+
+
+def kmajor_f32(store: np.ndarray, plan: Plan, offsets: dict[str, int],
+               ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A k-major (transposed) copy of every f32 matrix an f32 MATMUL op reads (each expert's slice its own matrix).
+
+    Returns (wt, table): matrix (rows, cols) at store byte offset o sits at wt[e:e + cols * stride] as
+    (cols, stride), stride = rows + T_PAD rounded up to 16 floats (the padding zero); table rows
+    (o, e, stride, rows, cols) sorted by o, as kernels.matmul_fp looks them up.
+    """
+    used = {int(o) for o in ops["w_off"][(ops["opcode"] == isa.MATMUL) & (ops["fmt"] == FMT_F32)]}
+    mats = []
+    for name, info in plan.tensors.items():
+        if info.fmt != "f32" or len(info.shape) < 2:
+            continue
+        rows, cols = info.shape[-2], info.shape[-1]
+        for i in range(info.rows // rows):
+            o = offsets[name] + i * rows * info.row_bytes
+            if o in used:
+                mats.append((o, rows, cols))
+    mats.sort()
+    table = np.zeros((len(mats), 5), np.int64)
+    pos = 0
+    for i, (o, rows, cols) in enumerate(mats):
+        stride = -(-(rows + T_PAD) // 16) * 16
+        table[i] = (o, pos, stride, rows, cols)
+        pos += cols * stride
+    wt = np.zeros(max(pos, 1), np.float32)
+    for o, e, stride, rows, cols in table:
+        w = np.frombuffer(store, np.float32, rows * cols, o).reshape(rows, cols)
+        wt[e:e + cols * stride].reshape(cols, stride)[:, :rows] = w.T
+    return wt, table
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +157,10 @@ class Machine:
         else:
             self.store, offsets = np.zeros(64, np.uint8), layout_offsets(self.plan)
         self.program: Program = emit_program(self.plan, offsets)
+        if numeric:
+            self._wt32, self._wt_tab = kmajor_f32(self.store, self.plan, offsets, self.program.ops)
+        else:
+            self._wt32, self._wt_tab = np.zeros(1, np.float32), np.zeros((0, 5), np.int64)
         self.numeric = numeric
         self.temperature = float(temperature)
         self.seed = int(seed)
@@ -310,7 +347,7 @@ class Machine:
         """The executor's arguments after ``pc, stop``, gathered once per reset (the arrays are updated in place)."""
         s, c = self.state, self.counters
         self._args = (self._ops, self._cset, self._clinks, self._ctiles, self._st, self._fs, self.params, FMT_PREC,
-                      self.store, self._wi8, self._wf32, self._wu16, _F16, _BF16,
+                      self.store, self._wi8, self._wf32, self._wu16, _F16, _BF16, self._wt32, self._wt_tab,
                       s.act, s.xq, s.xd, s.parts, s.kq, s.kd, s.vq, s.vd, s.kf, s.vf,
                       s.tokens, s.out_tokens, s.col_seq, s.col_pos, s.sel, s.selw, s.rng, self._cos, self._sin,
                       self.plan.kv_home, self.plan.kv_capacity, self._groups, self._expert_tiles, self._embed_tab,
