@@ -158,13 +158,14 @@ def expected_hop_bytes(machine, ncol: int) -> int:
                 owner = next(s.tile for s in plan.shards if s.tensor == "token_embd.weight" and s.r0 <= tok < s.r1)
                 total += sum(int(hops[owner, d]) for d in group if d != owner) * plan.config.dim * 4
         elif code in (isa.SEND, isa.ALLREDUCE, isa.ALLGATHER, isa.LOGITS_GATHER):
-            lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), ncol)   # an attention part's SEND: its columns
+            # an attention part's SEND: its columns
+            lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), ncol, machine.chip.realism.block_cols)
             for s, d, nb in prog.transfers[op["t_off"]: op["t_off"] + op["t_cnt"]]:
                 total += int(nb) * (hi - lo) * int(hops[s, d])
         elif code == isa.ATTN:  # a part off the home tile fetches each column's SRAM-held K and V from the home
             l, h, t = int(op["layer"]), int(op["aux"]), int(op["tile"])
             home, cap = int(plan.kv_home[l, h]), int(plan.kv_capacity[l, h])
-            lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), ncol)
+            lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), ncol, machine.chip.realism.block_cols)
             for c in range(lo, hi):   # one sequence per column in a decode pass
                 total += min(int(machine.state.col_pos[c]) + 1, cap) * plan.kv_bytes_per_token * int(hops[home, t])
     return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -100,13 +101,8 @@ def test_kv_routes_replay_the_compilers_attention_sends():
 
     cfg = replace(TOY, n_layers=6)
     chip = load_chip("nvidia-h100-sxm")
-    plan = compile_plan(chip, cfg, CompileOptions(precision="int8", mapping="tensor", context=32, batch=4,
-                                                  prefill_chunk=16))
-    assert plan.attn_parts == 1       # 64 columns: one block of Hopper's 64
-    plan = compile_plan(chip, cfg, CompileOptions(precision="int8", mapping="tensor", context=48, batch=4,
-                                                  prefill_chunk=48))
-    cols = plan.options.batch * plan.options.prefill_chunk   # the chunk as the compiler fitted it
-    assert plan.attn_parts == -(-cols // 64) > 1              # a tile per block of 64 columns, per kv-head
+    plan = compile_plan(chip, cfg, CompileOptions(precision="int8", mapping="tensor", context=32))
+    assert plan.attn_parts == len(plan.groups[0]) // cfg.n_kv_heads > 1
     prog = emit_program(plan, layout_offsets(plan))
     G = len(plan.groups[0])
     for l in range(cfg.n_layers):
@@ -312,3 +308,29 @@ def test_chips_needed_finds_the_fewest_even_where_fit_is_not_monotonic():
     assert not p.fits and p.fit["chips_needed"] == 4
     four = project(load_chip("cerebras-cs3-x4"), load_spec("llama-3.1-70b"), precision="fp16")
     assert four.fits
+
+
+def test_end_to_end_throughput_counts_the_batch_prefill():
+    """A throughput benchmark's tokens/s: the batch's prompts prefilled together, then gen_len - 1 decode steps."""
+    chip, cfg = load_chip("nvidia-h200-sxm"), load_spec("llama-3.1-8b")
+    one = project(chip, cfg, precision="fp8", batch=1, prompt_len=128, gen_len=16)
+    assert one.prefill_s == one.ttft_s
+    assert math.isnan(project(chip, cfg, precision="fp8", batch=32, prompt_len=128, gen_len=16).prefill_s)  # not asked
+    many = project(chip, cfg, precision="fp8", batch=32, prompt_len=128, gen_len=16, end_to_end=True)
+    assert one.ttft_s < many.prefill_s < 32 * one.ttft_s          # one pass of 32 x 128 columns reads weights once
+    assert many.e2e_tokens_per_s == pytest.approx(32 * 16 / (many.prefill_s + 15 * many.seconds_per_token))
+    assert many.e2e_tokens_per_s < many.tokens_per_s
+
+
+def test_send_stats_columns_are_isa_part_cols():
+    """kvroutes' vectorised column count of each attention SEND is isa.part_cols, for any pass and block size."""
+    from workbench.machine import isa
+    from workbench.projection.kvroutes import SendStats
+
+    parts = np.array([(j, 5) for j in range(5)] + [(0, 0)] + [(j, 3) for j in range(3)])
+    z = np.zeros((1, len(parts)))
+    st = SendStats((0,), z, z, z, z, np.zeros((1, len(parts), 2)), np.zeros((1, len(parts), 2)), parts)
+    for ncol in (1, 2, 7, 64, 300, 5000):
+        for block in (1, 32, 64):
+            want = [hi - lo for lo, hi in (isa.part_cols(int(j), int(n), ncol, block) for j, n in parts)]
+            assert st.columns(ncol, block).tolist() == want

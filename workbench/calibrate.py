@@ -84,7 +84,7 @@ def calibrate(rows: tuple[Row, ...] = ROWS) -> dict:
         cfg = specs.get(r.model) or specs.setdefault(r.model, load_spec(r.model))
         try:
             p = project(chip, cfg, precision=r.precision, batch=r.batch, prompt_len=r.prompt_len, gen_len=r.gen_len,
-                        chips=r.chips or None)
+                        chips=r.chips or None, end_to_end=r.metric == "e2e_tokens_per_s")
         except WorkbenchError as exc:
             out.append({**_row_dict(r), "projected": None, "ratio": None, "within": False, "error": str(exc)})
             continue

@@ -1,8 +1,9 @@
 """The compiler: places a model on a chip (a Plan) and emits the static Program one step executes.
 
-Placement splits every matrix across a group of tiles: column split (rows of W) for Q, K, V,
-gate, up and the classifier; row split (columns of W, at 32-element blocks) for the attention
-output and down projections, followed by an all-reduce. ``tensor`` maps all layers on one group,
+Placement splits every matrix across a group of tiles by output rows (the output and down projections as the
+hidden state is split, in whole 32-value blocks), so each tile computes whole rows and its input is
+all-gathered; only an MoE expert's down projection is split by input columns and reduced. Each kv-head's
+attention runs on its home tile (which holds its KV cache) and up to G/H others. ``tensor`` maps all layers on one group,
 ``pipeline`` gives consecutive layers to successive groups, ``hybrid`` uses two stages, ``auto``
 picks the fastest one that fits. Weights that do not fit in SRAM stay off-chip and are streamed
 into a staging buffer each step. Everything here is shapes and bytes: no numerics.
@@ -23,7 +24,7 @@ from .precision import EMULATED_PRECISIONS
 
 
 MAPPINGS = ("tensor", "pipeline", "hybrid", "auto")
-MAX_GROUP_TILES = 64      # default group cap (mesh.tensor_group_tiles): on a mesh a larger tensor group spends more on all-reduce than it saves
+MAX_GROUP_TILES = 64      # default group cap (mesh.tensor_group_tiles): on a mesh a larger tensor group spends more on all-gathers than it saves
 KV_BLOCK_TOKENS = 16      # the KV cache spills to off-chip memory in pages of 16 tokens
 ACT_BYTES = 4             # activations travel as fp32 between tiles
 
@@ -103,7 +104,7 @@ class Plan:
     kv_capacity: np.ndarray          # (L, Hkv) tokens per sequence held in SRAM (multiple of 16)
     context: int
     expert_groups: list[list[list[int]]] = field(default_factory=list)  # [group][expert] -> tiles
-    attn_parts: int = 1              # tiles that run each kv-head's attention (attn_parts)
+    attn_parts: int = 1              # tiles that can run each kv-head's attention (attn_parts)
 
     @property
     def n_tiles(self) -> int:
@@ -284,7 +285,7 @@ def _place(chip, config: ModelConfig, options: CompileOptions, mapping: str) -> 
         raise CompileError(f"{chip.name} has no off-chip memory and its SRAM holds only {short} of the {context} tokens"
                            f" of context asked for (batch {options.batch}); use a shorter --context, a smaller batch,"
                            f" a lower precision or a larger chip", key="context")
-    parts = attn_parts(min(len(g) for g in groups), H, options.batch * options.prefill_chunk, chip.realism.block_cols)
+    parts = attn_parts(min(len(g) for g in groups), H)
     return Plan(chip, config, options, mapping, topo, groups, layer_group, tensors, placed, weight, staging, act,
                 kv_bytes.astype(np.int64), kv_home, kv_capacity, context, expert_groups, parts)
 
@@ -470,12 +471,11 @@ class _Emitter:
                 nbytes=sum(n for _, _, n in pairs), aux2=aux2, r0=part[0], r1=part[1], aux=expert)
 
 
-def attn_parts(group_tiles: int, n_kv_heads: int, max_cols: int, block_cols: int) -> int:
-    """How many tiles run each kv-head's attention, a share of a pass's columns each (query blocks of a prompt,
-    sequences of a batch): the group's tiles shared among the layer's kv-heads, but no more parts than blocks of
-    ``block_cols`` columns in the largest pass (``max_cols``), so that a part is worth the transfers it costs."""
-    blocks = -(-max_cols // max(block_cols, 1))
-    return max(1, min(group_tiles // n_kv_heads, blocks))
+def attn_parts(group_tiles: int, n_kv_heads: int) -> int:
+    """How many tiles can run each kv-head's attention, a share of a pass's columns each (query blocks of a prompt,
+    sequences of a batch): the group's tiles shared among the layer's kv-heads. A pass uses fewer when it has
+    fewer blocks of block_cols columns (isa.part_cols)."""
+    return max(1, group_tiles // n_kv_heads)
 
 
 def attn_tiles(g: list[int], home: int, n_kv_heads: int, parts: int) -> list[int]:

@@ -26,7 +26,8 @@ def project_cmd(
     mapping: str = typer.Option("auto", "--mapping", help="Across chips: auto, tensor, pipeline or hybrid."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Project a model onto a chip system: TTFT, tokens/s, J/token, W, phases, binding limit, memory fit."""
+    """Project a model onto a chip system: TTFT, tokens/s (per user, aggregate, end to end with the batch's
+    prefill), J/token, W, phases, binding limit, memory fit."""
     from ..chip import load_chip
     from ..model.specs import load_spec
     from ..projection import project
@@ -34,7 +35,7 @@ def project_cmd(
     if chips < 0:
         raise fail(f"--chips must be 0 (the profile's system) or more, got {chips}")
     p = project(load_chip(chip), load_spec(model), precision=precision, batch=batch, prompt_len=prompt_len,
-                gen_len=gen_len, chips=chips or None, mapping=mapping)
+                gen_len=gen_len, chips=chips or None, mapping=mapping, end_to_end=True)
     if as_json:
         print(json.dumps(p.to_dict(), indent=2))
         return
@@ -51,6 +52,8 @@ def _print_projection(p) -> None:
     t.add_column("value", justify="right")
     rows = [("time to first token", _si(p.ttft_s, "s")), ("time per token", _si(p.seconds_per_token, "s")),
             ("tokens/s per user", f"{p.tokens_per_s_per_user:,.1f}"), ("tokens/s aggregate", f"{p.tokens_per_s:,.1f}"),
+            ("prefill of the batch", _si(p.prefill_s, "s")),
+            ("tokens/s end to end", f"{p.e2e_tokens_per_s:,.1f}"),
             ("energy per token", _si(p.joules_per_token, "J")), ("average power", _si(p.watts, "W")),
             ("binding limit", f"[bold]{p.bound}[/bold]")]
     for name, v in p.phases_s.items():

@@ -56,11 +56,15 @@ N_C = 7
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _part_cols(part, n_parts, ncol):
-    """isa.part_cols: columns [lo, hi) of ``part`` of ``n_parts`` (0 parts: every column)."""
+def _part_cols(part, n_parts, ncol, block):
+    """isa.part_cols: columns [lo, hi) of ``part`` of ``n_parts``, no more parts used than blocks of columns."""
     if n_parts <= 0:
         return 0, ncol
-    return (part * ncol + n_parts - 1) // n_parts, ((part + 1) * ncol + n_parts - 1) // n_parts
+    blocks = (ncol + block - 1) // block
+    used = min(n_parts, max(1, blocks))
+    if part >= used:
+        return ncol, ncol
+    return (part * ncol + used - 1) // used, ((part + 1) * ncol + used - 1) // used
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -434,7 +438,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             # tile), the spilled ones from off-chip memory
             l = ops[i, O_LAYER]
             h = ops[i, O_AUX]
-            c_lo, c_hi = _part_cols(ops[i, O_R0], ops[i, O_R1], ncol)
+            c_lo, c_hi = _part_cols(ops[i, O_R0], ops[i, O_R1], ncol, block)
             if c_hi <= c_lo:  # no columns for this part (one sequence decoding): it does not run
                 i += 1
                 continue
@@ -590,7 +594,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             # SEND for an attention part carries that part's columns only, an expert's transfers its columns)
             if ops[i, O_R1] > 0 or ops[i, O_AUX] >= 0:
                 if ops[i, O_R1] > 0:
-                    c_lo, c_hi = _part_cols(ops[i, O_R0], ops[i, O_R1], ncol)
+                    c_lo, c_hi = _part_cols(ops[i, O_R0], ops[i, O_R1], ncol, block)
                     ncol = c_hi - c_lo
                 else:  # an expert's transfers: the columns routed to it
                     routed = 0

@@ -57,12 +57,17 @@ OP_DTYPE = np.dtype([(name, np.int64) for name, _ in OP_FIELDS])
 F = {name: i for i, (name, _) in enumerate(OP_FIELDS)}
 
 
-def part_cols(part: int, n_parts: int, ncol: int) -> tuple[int, int]:
-    """Columns [lo, hi) of ``part`` of an op split ``n_parts`` ways (an ATTN part and its SENDs); part 0 takes the
-    first, so one column runs on part 0 alone. ``n_parts`` 0: every column. executor._part_cols mirrors this."""
+def part_cols(part: int, n_parts: int, ncol: int, block_cols: int = 1) -> tuple[int, int]:
+    """Columns [lo, hi) of ``part`` of an op split ``n_parts`` ways (an ATTN part and its SENDs). A pass uses no
+    more parts than it has blocks of ``block_cols`` columns, so that a part is worth its transfers; part 0 takes
+    the first columns (one column runs on part 0 alone), parts beyond those used get none. ``n_parts`` 0: every
+    column. executor._part_cols mirrors this."""
     if n_parts <= 0:
         return 0, ncol
-    return (part * ncol + n_parts - 1) // n_parts, ((part + 1) * ncol + n_parts - 1) // n_parts
+    used = min(n_parts, max(1, -(-ncol // max(block_cols, 1))))
+    if part >= used:
+        return ncol, ncol
+    return (part * ncol + used - 1) // used, ((part + 1) * ncol + used - 1) // used
 
 
 def as_matrix(program: np.ndarray) -> np.ndarray:

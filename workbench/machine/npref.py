@@ -345,7 +345,7 @@ class NumpyMachine:
         cfg = self.config
         hd, h, l = cfg.head_dim, int(op["aux"]), int(op["layer"])
         n_rep = cfg.n_heads // cfg.n_kv_heads
-        lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), self.ncol)   # this part's columns
+        lo, hi = isa.part_cols(int(op["r0"]), int(op["r1"]), self.ncol, self.plan.chip.realism.block_cols)
         if hi <= lo:
             return
         n = hi - lo

@@ -63,7 +63,7 @@ class Projection:
     energy_j: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     onchip_groups: int = 1       # on-chip pipeline groups of tiles per chip (the most any stage uses)
-    prefill_s: float = math.nan  # the whole batch's prompts prefilled together (= ttft_s at batch 1)
+    prefill_s: float = math.nan  # the whole batch's prompts prefilled together (= ttft_s at batch 1; NaN = not asked)
     e2e_tokens_per_s: float = math.nan  # batch x gen_len / (prefill_s + (gen_len - 1) decode steps)
 
     def to_dict(self) -> dict:
@@ -191,7 +191,7 @@ def _kv_shift(chip, lay: _Layout, ncols: list[int], parts: int) -> Cost:
     cyc = sum(float(w @ st.cycles(params, n)) for n in ncols)
     hb, rd, wr = 0.0, np.zeros(T), np.zeros(T)
     for n in ncols:
-        h, r, x = st.moved(n)
+        h, r, x = st.moved(n, chip.realism.block_cols)
         hb, rd, wr = hb + float(w @ h), rd + w @ r, wr + w @ x
     z = np.zeros(T)
     return Cost(cyc, np.zeros((T, cost.N_PREC)), z, rd, wr, 0.0, hb, cyc, z)
@@ -380,11 +380,13 @@ def chips_needed(chip, config: ModelConfig, run_prec: str, batch: int, context: 
 
 def project(chip, config: ModelConfig, *, precision: str = "int8", batch: int = 1, prompt_len: int = 128,
             gen_len: int = 128, chips: int | None = None, mapping: str = "auto",
-            prefill_chunk: int | None = None) -> Projection:
+            prefill_chunk: int | None = None, end_to_end: bool = False) -> Projection:
     """Project ``config`` on ``chips`` chips of ``chip`` (default: the profile's system). ``mapping`` splits the
     model across chips: tensor, pipeline, hybrid, or auto (the fastest arrangement that fits). Prefill runs one
     sequence at a time in chunks of ``prefill_chunk`` tokens (default: the whole prompt, up to 4096; a chunk given
-    here is halved as the compiler halves it, until its activations take at most a quarter of a tile)."""
+    here is halved as the compiler halves it, until its activations take at most a quarter of a tile).
+    ``end_to_end``: also project the whole batch's prefill (``prefill_s``, ``e2e_tokens_per_s``; at batch 1 they
+    come with the TTFT anyway), a pass of batch x chunk columns that costs as much as the rest together."""
     n_chips = chip.system.chips if chips is None else chips
     chunk = _default_chunk(chip, config, batch, prompt_len) if prefill_chunk is None else prefill_chunk
     _check(config, precision, batch, prompt_len, gen_len, n_chips, mapping, chip, chunk)
@@ -412,9 +414,11 @@ def project(chip, config: ModelConfig, *, precision: str = "int8", batch: int = 
     if best is None:
         raise WorkbenchError(f"{config.name} cannot be placed on {chip.name} with {mapping} mapping", key="mapping")
     ttft = _ttft(chip, config, best_lay, prompt_len, chunk)  # only the arrangement kept
-    prefill = ttft if batch == 1 else _ttft(chip, config, best_lay, prompt_len, chunk, batch)
-    best = replace(best, ttft_s=ttft, prefill_s=prefill,
-                   e2e_tokens_per_s=batch * gen_len / (prefill + (gen_len - 1) * best.seconds_per_token))
+    best = replace(best, ttft_s=ttft)
+    if batch == 1 or end_to_end:
+        prefill = ttft if batch == 1 else _ttft(chip, config, best_lay, prompt_len, chunk, batch)
+        best = replace(best, prefill_s=prefill,
+                       e2e_tokens_per_s=batch * gen_len / (prefill + (gen_len - 1) * best.seconds_per_token))
     if not best.fits:
         need = chips_needed(chip, config, run_prec, batch, context, chunk, n_chips + 1)
         best = _replace_fit(best, need)

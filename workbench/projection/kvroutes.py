@@ -19,7 +19,6 @@ from numba import njit
 
 from .. import cost
 from ..compiler import ACT_BYTES, _groups, _shard, attn_tiles, crossing_pairs, hidden_slices
-from ..machine import isa
 from ..machine.tensors import tensor_table
 from ..machine.topology import route_links
 from ..model.config import ModelConfig
@@ -43,21 +42,27 @@ class SendStats:
     sram_wr: np.ndarray
     parts: np.ndarray
 
-    def columns(self, ncol: int) -> np.ndarray:
-        """(N,) columns each SEND carries in a pass of ``ncol`` columns."""
-        return np.array([hi - lo for lo, hi in (isa.part_cols(int(j), int(n), ncol) for j, n in self.parts)], float)
+    def columns(self, ncol: int, block_cols: int) -> np.ndarray:
+        """(N,) columns each SEND carries in a pass of ``ncol`` columns streamed in blocks of ``block_cols``
+        (isa.part_cols, vectorised)."""
+        j, n = self.parts[:, 0], self.parts[:, 1]
+        used = np.minimum(n, max(1, -(-ncol // max(block_cols, 1))))
+        safe = np.maximum(used, 1)
+        lo = np.where(j >= used, ncol, (j * ncol + safe - 1) // safe)
+        hi = np.where(j >= used, ncol, ((j + 1) * ncol + safe - 1) // safe)
+        return np.where(n <= 0, ncol, hi - lo).astype(float)
 
     def cycles(self, params: np.ndarray, ncol: int) -> np.ndarray:
         """(O,) cycles the SENDs take at each offset with ``ncol`` columns (a SEND without columns does not run)."""
-        cols = self.columns(ncol)
+        cols = self.columns(ncol, int(params[cost.P_BLOCK_COLS]))
         per = (self.worst_bytes * cols / params[cost.P_LINK_BPC] + self.max_hops * params[cost.P_HOP_LAT]
                + params[cost.P_OP_OVERHEAD])
         return (per * self.present * (cols > 0)).sum(axis=1)
 
-    def moved(self, ncol: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def moved(self, ncol: int, block_cols: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(byte-hops (O,), SRAM bytes read (O, T), written (O, T)) of the SENDs in a pass of ``ncol`` columns."""
-        cols = self.columns(ncol)
-        return self.hop_bytes @ cols, np.einsum("ont,n->ot", self.sram_rd, cols), np.einsum("ont,n->ot", self.sram_wr, cols)
+        cols = self.columns(ncol, block_cols)
+        return self.hop_bytes @ cols, self.sram_rd.swapaxes(1, 2) @ cols, self.sram_wr.swapaxes(1, 2) @ cols
 
 
 def _pairs(src_tiles, src_lo, src_hi, dst_tiles, dst_lo, dst_hi):

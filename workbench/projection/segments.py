@@ -84,10 +84,9 @@ def _template(chip, config, precision: str, masks: np.ndarray, offsets: tuple[in
     return m
 
 
-def attention_parts(chip, config, options: CompileOptions) -> int:
-    """compiler.attn_parts for a chip's tensor group running ``options``' passes (a projection's one group)."""
-    return attn_parts(min(chip.n_tiles, chip.mesh.tensor_group_tiles), config.n_kv_heads,
-                      options.batch * options.prefill_chunk, chip.realism.block_cols)
+def attention_parts(chip, config) -> int:
+    """compiler.attn_parts for a chip's tensor group (a projection's one group)."""
+    return attn_parts(min(chip.n_tiles, chip.mesh.tensor_group_tiles), config.n_kv_heads)
 
 
 def machine_for(chip, config, options: CompileOptions, kv_capacity: np.ndarray, masks: np.ndarray,
@@ -95,7 +94,7 @@ def machine_for(chip, config, options: CompileOptions, kv_capacity: np.ndarray, 
     """The cached program on ``chip`` with ``options``: a shallow copy whose chip, cost parameters, plan
     options and KV capacity are replaced, then its static tables rebuilt and its state reset."""
     m = copy.copy(_template(chip, config, options.precision, masks, offsets, tail_mask,
-                            attention_parts(chip, config, options)))
+                            attention_parts(chip, config)))
     cap = np.broadcast_to(np.minimum(np.asarray(kv_capacity, np.int64), options.context), m.plan.kv_capacity.shape)
     m.plan = replace(m.plan, chip=chip, options=options, context=options.context, kv_capacity=cap.copy())
     m.chip = chip
