@@ -438,7 +438,8 @@ class _Emitter:
     def __init__(self, plan: Plan):
         self.plan = plan
         self.ops: list[tuple] = []
-        self.transfers: list[tuple[int, int, int]] = []
+        self.transfers: list[np.ndarray] = []   # (k, 3) blocks: src, dst, bytes per column
+        self.n_transfers = 0
         cfg = plan.config
         self.buffers = ["x", "xb", "q", "k", "v", "att", "o", "logits", "router", "ss"]
         n_exp = max(cfg.n_experts, 1)
@@ -462,13 +463,21 @@ class _Emitter:
     def comm(self, opcode, kind, pairs, layer=-1, tile=0, aux2=-1, part=(0, 0), expert=-1):
         """One collective/transfer op over ``pairs`` of (src, dst, bytes per column); local pairs are dropped.
         ``part`` (j, n): it carries the columns of part j of n only; ``expert`` >= 0: the columns routed to it."""
-        pairs = [(s, d, n) for s, d, n in pairs if s != d and n > 0]
-        if not pairs:
+        t = np.asarray(pairs, dtype=np.int64).reshape(-1, 3)
+        t = t[(t[:, 0] != t[:, 1]) & (t[:, 2] > 0)]
+        if not len(t):
             return
-        off = len(self.transfers)
-        self.transfers.extend(pairs)
-        self.op(opcode, layer=layer, tile=tile, kind=kind, t_off=off, t_cnt=len(pairs),
-                nbytes=sum(n for _, _, n in pairs), aux2=aux2, r0=part[0], r1=part[1], aux=expert)
+        off = self.n_transfers
+        self.transfers.append(t)
+        self.n_transfers += len(t)
+        self.op(opcode, layer=layer, tile=tile, kind=kind, t_off=off, t_cnt=len(t),
+                nbytes=int(t[:, 2].sum()), aux2=aux2, r0=part[0], r1=part[1], aux=expert)
+
+
+def all_to(srcs: list[int], dsts: list[int], nbytes: list[int]) -> np.ndarray:
+    """(src, dst, bytes) rows of an all-gather: source i sends nbytes[i] to every destination, sources in order."""
+    n = len(dsts)
+    return np.stack([np.repeat(srcs, n), np.tile(dsts, len(srcs)), np.repeat(nbytes, n)], axis=1).astype(np.int64)
 
 
 def attn_parts(group_tiles: int, n_kv_heads: int) -> int:
@@ -523,7 +532,7 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
             for t, lo, hi in own:
                 em.op(isa.QUANT, layer=layer, tile=t, src=em.b(buf), out=em.qb(qbuf), r0=lo, r1=hi)
         size = (lambda n: n * ACT_BYTES) if float_input else (lambda n: n + -(-n // 32) * 4)
-        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, [(t, d, size(hi - lo)) for t, lo, hi in own for d in to],
+        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, all_to([t for t, _, _ in own], to, [size(hi - lo) for _, lo, hi in own]),
                 layer=layer, tile=tiles[0])
 
     def norm(tiles, layer, w_off, float_input, to=None):
@@ -534,16 +543,16 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
         own = [(t, lo, hi) for t, (lo, hi) in zip(tiles, hidden_slices(cfg.dim, len(tiles))) if hi > lo]
         for i, (t, lo, hi) in enumerate(own):
             em.op(isa.SUMSQ, layer=layer, tile=t, src=em.b("x"), out=em.b("ss"), r0=lo, r1=hi, aux=i)
-        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, [(a, b, 4) for a, _, _ in own for b, _, _ in own], layer=layer,
-                tile=tiles[0])
+        mine = [t for t, _, _ in own]
+        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, all_to(mine, mine, [4] * len(mine)), layer=layer, tile=tiles[0])
         for t, lo, hi in own:
             em.op(isa.RMSNORM, layer=layer, tile=t, src=em.b("x"), out=em.b("xb"), r0=lo, r1=hi, w_off=w_off,
                   aux=len(own), aux2=em.b("ss"))
             em.op(isa.QUANT, layer=layer, tile=t, src=em.b("xb"), out=em.qb("xq"), r0=lo, r1=hi)
         fp32, int8 = float_input or to is not None, not float_input
         size = lambda n: n * ACT_BYTES * fp32 + (n + n // 32 * 4) * int8  # noqa: E731
-        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, [(t, d, size(hi - lo)) for t, lo, hi in own for d in (to or tiles)],
-                layer=layer, tile=tiles[0])
+        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, all_to([t for t, _, _ in own], to or tiles,
+                                                          [size(hi - lo) for _, lo, hi in own]), layer=layer, tile=tiles[0])
 
     def is_float(name):
         return plan.tensors[name].fmt in ("f32", "f16", "bf16")
@@ -646,7 +655,7 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
             tile=last[0])
     em.op(isa.SAMPLE, tile=last[0], src=em.b("logits"), r0=0, r1=cfg.vocab_size)
     ops = np.array(em.ops, dtype=isa.OP_DTYPE)
-    transfers = np.array(em.transfers, dtype=np.int64).reshape(-1, 3)
+    transfers = np.concatenate(em.transfers) if em.transfers else np.zeros((0, 3), np.int64)
     return Program(ops, transfers, em.buffers, em.qbuffers, em.tensor_ids, np.array(em.layer_starts, dtype=np.int64))
 
 
