@@ -28,9 +28,9 @@ from .placement import topology
 @dataclass(frozen=True)
 class SendStats:
     """The attention SENDs of a layer (in program order: q rows to each part's tiles, k and v rows to the kv homes,
-    attention outputs from each part's tiles to the tiles owning their slice). Per offset (O,) and SEND (N): worst link load and
-    longest route (bytes per column, hops), whether the op exists, byte-hops per column; per offset, SEND and tile
-    (O, N, T): SRAM bytes read and written per column. ``parts`` (N, 2): the (part, parts) whose columns a SEND
+    attention outputs from each part's tiles to the tiles owning their slice). Per offset (O,) and SEND (N): worst
+    link load and longest route (bytes per column, hops), whether the op exists, byte-hops per column; per offset,
+    SEND and tile (O, N, T): SRAM bytes read and written per column. ``parts`` (N, 2): the (part, parts) whose columns a SEND
     carries (isa.part_cols; parts 0: every column)."""
 
     offsets: tuple[int, ...]
@@ -66,38 +66,38 @@ class SendStats:
 
 
 def _pairs(src_tiles, src_lo, src_hi, dst_tiles, dst_lo, dst_hi):
-    """gather_rows: every (source range, destination range) overlap becomes src -> dst of overlap x ACT_BYTES."""
-    s_t, d_t = np.meshgrid(np.asarray(src_tiles), np.asarray(dst_tiles), indexing="ij")
+    """gather_rows: every (source range, destination range) overlap becomes src -> dst of overlap x ACT_BYTES.
+    Returns (src, dst, bytes, source index, destination index) of the overlaps."""
+    src_tiles, dst_tiles = np.asarray(src_tiles), np.asarray(dst_tiles)
     ov = (np.minimum(np.asarray(src_hi)[:, None], np.asarray(dst_hi)[None, :])
           - np.maximum(np.asarray(src_lo)[:, None], np.asarray(dst_lo)[None, :]))
-    keep = (ov > 0) & (s_t != d_t)
-    return s_t[keep], d_t[keep], ov[keep] * ACT_BYTES
+    si, di = np.nonzero((ov > 0) & (src_tiles[:, None] != dst_tiles[None, :]))
+    return src_tiles[si], dst_tiles[di], ov[si, di] * ACT_BYTES, si, di
 
 
 @njit(cache=True, nogil=True)
-def _stats(src, dst, nbytes, op, n_ops, geometry, hops, n_tiles, load, buf):
+def _stats(src, dst, nbytes, op, n_ops, geometry, hops, n_tiles, n_links, buf):
     """Per op (n_ops,): worst link load, longest route, present, byte-hops; SRAM bytes read/written (n_ops, T)."""
-    worst = np.zeros(n_ops)
+    load = np.zeros((n_ops, n_links))
     hmax = np.zeros(n_ops)
     present = np.zeros(n_ops)
     hop_bytes = np.zeros(n_ops)
     rd = np.zeros((n_ops, n_tiles))
     wr = np.zeros((n_ops, n_tiles))
+    for i in range(len(src)):
+        k = op[i]
+        h = route_links(src[i], dst[i], geometry, buf)
+        for j in range(h):
+            load[k, buf[j]] += nbytes[i]
+        hop_bytes[k] += nbytes[i] * h
+        rd[k, src[i]] += nbytes[i]
+        wr[k, dst[i]] += nbytes[i]
+        present[k] = 1.0
+        if hops[src[i], dst[i]] > hmax[k]:
+            hmax[k] = hops[src[i], dst[i]]
+    worst = np.zeros(n_ops)
     for k in range(n_ops):
-        load[:] = 0.0
-        for i in range(len(src)):
-            if op[i] != k:
-                continue
-            h = route_links(src[i], dst[i], geometry, buf)
-            for j in range(h):
-                load[buf[j]] += nbytes[i]
-            hop_bytes[k] += nbytes[i] * h
-            rd[k, src[i]] += nbytes[i]
-            wr[k, dst[i]] += nbytes[i]
-            present[k] = 1.0
-            if hops[src[i], dst[i]] > hmax[k]:
-                hmax[k] = hops[src[i], dst[i]]
-        worst[k] = load.max()
+        worst[k] = load[k].max()
     return worst, hmax, present, hop_bytes, rd, wr
 
 
@@ -112,11 +112,10 @@ def _attention_shards(n_tiles: int, group_max: int, config: ModelConfig, precisi
     return list(groups[0]), tuple(tuple(own[f"blk.0.{n}.weight"]) for n in ("attn_q", "attn_k", "attn_v"))
 
 
-def send_pairs(n_tiles: int, group_max: int, config: ModelConfig, precision: str, offset: int,
-               parts: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]]:
-    """(src, dst, bytes per column, (part, parts)) of a layer's attention SENDs, in program order, when its kv-heads
-    sit at ``offset`` (home of head h: group tile (offset + h) % G) and each runs on ``parts`` tiles
-    (compiler.attn_tiles)."""
+def _send_arrays(n_tiles: int, group_max: int, config: ModelConfig, precision: str, offset: int, parts: int):
+    """Every transfer of a layer's attention SENDs as arrays (src, dst, bytes per column, op), ops numbered in
+    program order (q rows to part j's tiles: j; k and v rows to the homes: parts; outputs from part j's tiles:
+    parts + 1 + j), and each op's (part, parts) (N, 2)."""
     g, (q, k, v) = _attention_shards(n_tiles, group_max, replace(config, n_layers=1, name=""), precision)
     H, hd = config.n_kv_heads, config.head_dim
     n_rep = config.n_heads // H
@@ -124,14 +123,28 @@ def send_pairs(n_tiles: int, group_max: int, config: ModelConfig, precision: str
     hk = np.arange(H) * hd
     G = len(g)
     tiles = np.array([attn_tiles(g, g[(offset + h) % G], H, parts) for h in range(H)])   # (H, parts)
+    by_part = tiles.T.ravel()                                                              # part-major
+    hq_p = np.tile(hq, parts)
     kv = k + v
-    qs = [(*_pairs([s.tile for s in q], [s.r0 for s in q], [s.r1 for s in q], tiles[:, j], hq, hq + n_rep * hd),
-           (j, parts)) for j in range(parts)]
-    kvs = [(*_pairs([s.tile for s in kv], [s.r0 for s in kv], [s.r1 for s in kv], tiles[:, 0], hk, hk + hd), (0, 0))]
+    qs = _pairs([s.tile for s in q], [s.r0 for s in q], [s.r1 for s in q], by_part, hq_p, hq_p + n_rep * hd)
+    kvs = _pairs([s.tile for s in kv], [s.r0 for s in kv], [s.r1 for s in kv], tiles[:, 0], hk, hk + hd)
     att = [(t, lo, hi) for t, (lo, hi) in zip(g, hidden_slices(config.q_dim, G)) if hi > lo]
-    outs = [(*_pairs(tiles[:, j], hq, hq + n_rep * hd, [t for t, _, _ in att], [lo for _, lo, _ in att],
-                     [hi for _, _, hi in att]), (j, parts)) for j in range(parts)]
-    return qs + kvs + outs
+    outs = _pairs(by_part, hq_p, hq_p + n_rep * hd, [t for t, _, _ in att], [lo for _, lo, _ in att],
+                  [hi for _, _, hi in att])
+    ops = [qs[4] // H, np.full(len(kvs[0]), parts), parts + 1 + outs[3] // H]
+    src, dst, nb = (np.concatenate([qs[j], kvs[j], outs[j]]).astype(np.int64) for j in range(3))
+    op = np.concatenate(ops).astype(np.int64)
+    part_of = np.array([(j, parts) for j in range(parts)] + [(0, 0)] + [(j, parts) for j in range(parts)], np.int64)
+    return src, dst, nb, op, part_of
+
+
+def send_pairs(n_tiles: int, group_max: int, config: ModelConfig, precision: str, offset: int,
+               parts: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]]:
+    """(src, dst, bytes per column, (part, parts)) of a layer's attention SENDs, in program order, when its kv-heads
+    sit at ``offset`` (home of head h: group tile (offset + h) % G) and each runs on ``parts`` tiles
+    (compiler.attn_tiles)."""
+    src, dst, nb, op, part_of = _send_arrays(n_tiles, group_max, config, precision, offset, parts)
+    return [(src[op == i], dst[op == i], nb[op == i], (int(j), int(n))) for i, (j, n) in enumerate(part_of)]
 
 
 @lru_cache(maxsize=64)
@@ -140,22 +153,17 @@ def send_stats(rows: int, cols: int, kind: str, n_tiles: int, group_max: int, co
     """SendStats of one layer of ``config`` (a chip's slice) on the chip's tensor group at each kv offset, each
     kv-head's attention on ``parts`` tiles."""
     topo = topology(rows, cols, kind, min(n_tiles, group_max))
-    load = np.zeros(topo.n_links)
     buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
     O = len(offsets)
     out = None
     part_of = None
     for i, o in enumerate(offsets):
-        sends = send_pairs(n_tiles, group_max, config, precision, o, parts)
-        N = len(sends)
+        src, dst, nb, op, part_of = _send_arrays(n_tiles, group_max, config, precision, o, parts)
+        N = len(part_of)
         if out is None:
             out = [np.zeros((O, N)), np.zeros((O, N)), np.zeros((O, N)), np.zeros((O, N)),
                    np.zeros((O, N, topo.n_tiles)), np.zeros((O, N, topo.n_tiles))]
-            part_of = np.array([p for *_, p in sends], np.int64)
-        src, dst, nb = (np.concatenate([p[j] for p in sends]) for j in range(3))
-        op = np.concatenate([np.full(len(p[0]), j) for j, p in enumerate(sends)])
-        res = _stats(src.astype(np.int64), dst.astype(np.int64), nb.astype(np.float64), op.astype(np.int64),
-                     N, topo.geometry, topo.hops, topo.n_tiles, load, buf)
+        res = _stats(src, dst, nb.astype(np.float64), op, N, topo.geometry, topo.hops, topo.n_tiles, topo.n_links, buf)
         for arr, val in zip(out, res):
             arr[i] = val
     for a in (*out, part_of):
@@ -175,7 +183,6 @@ def embed_cycles_by_owner(rows: int, cols: int, kind: str, n_tiles: int, group_m
     shards, _ = _shard(cfg1, tensor_table(cfg1, precision), groups, [0])
     emb = [s for s in shards if s.tensor == "token_embd.weight"]
     topo = topology(rows, cols, kind, min(n_tiles, group_max))
-    load = np.zeros(topo.n_links)
     buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
     V = cfg1.vocab_size
     cyc, hb = np.zeros(V), np.zeros(V)
@@ -185,7 +192,7 @@ def embed_cycles_by_owner(rows: int, cols: int, kind: str, n_tiles: int, group_m
         src = np.full(len(dst), s.tile)
         w, h, _, hop_bytes, _, _ = _stats(src.astype(np.int64), dst.astype(np.int64), np.full(len(dst), nb),
                                           np.zeros(len(dst), np.int64), 1, topo.geometry, topo.hops, topo.n_tiles,
-                                          load, buf)
+                                          topo.n_links, buf)
         cyc[s.r0:s.r1] = w[0] / link_bpc + h[0] * hop_lat + overhead
         hb[s.r0:s.r1] = hop_bytes[0]
     return cyc, hb
@@ -216,7 +223,6 @@ def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: 
     the next group's tiles that hold it (compiler.crossing_pairs)."""
     S = group_tiles
     topo = topology(rows, cols, kind, n_groups * S)
-    load = np.zeros(topo.n_links)
     buf = np.zeros(topo.rows + topo.cols + 2, np.int64)
     C = n_groups - 1
     worst, hmax, hb = np.zeros(C), np.zeros(C), np.zeros(C)
@@ -226,7 +232,7 @@ def crossing_stats(rows: int, cols: int, kind: str, group_tiles: int, n_groups: 
         pairs = [p for p in crossing_pairs(prev, nxt, dim) if p[0] != p[1]]
         src, dst, nb = (np.array([p[j] for p in pairs], np.int64) for j in range(3))
         w, h, _, hop_bytes, r, x = _stats(src, dst, nb.astype(np.float64), np.zeros(len(pairs), np.int64), 1,
-                                          topo.geometry, topo.hops, topo.n_tiles, load, buf)
+                                          topo.geometry, topo.hops, topo.n_tiles, topo.n_links, buf)
         worst[c], hmax[c], hb[c] = w[0], h[0], hop_bytes[0]
         rd[c] = r[0, c * S:(c + 1) * S]
         wr[c] = x[0, (c + 1) * S:(c + 2) * S]
