@@ -198,6 +198,14 @@ def per_col_act_bytes(config: ModelConfig, group_tiles: int) -> int:
     return 5 * config.dim + gathered * 9 // 8 + ACT_BYTES * (-(-share // group_tiles))
 
 
+def fitted_chunk(chunk: int, batch: int, per_col_bytes: int, tile_bytes: int) -> int:
+    """The prefill chunk halved until the activations of its batch x chunk columns take at most a quarter of a
+    tile."""
+    while chunk > 1 and per_col_bytes * batch * chunk > tile_bytes // 4:
+        chunk //= 2
+    return chunk
+
+
 def _groups(n_tiles: int, n_layers: int, mapping: str, max_tiles: int = MAX_GROUP_TILES) -> list[list[int]]:
     if mapping == "tensor":
         n_groups = 1
@@ -244,8 +252,7 @@ def _place(chip, config: ModelConfig, options: CompileOptions, mapping: str) -> 
     # activation working set per tile: the input vector (fp32 + its int8 copy) and this tile's share of the
     # outputs, per column; a prefill chunk that does not fit is halved (the chunk is a schedule choice)
     per_col = per_col_act_bytes(config, max(len(g) for g in groups))
-    while options.prefill_chunk > 1 and per_col * options.batch * options.prefill_chunk > cap // 4:
-        options = replace(options, prefill_chunk=options.prefill_chunk // 2)
+    options = replace(options, prefill_chunk=fitted_chunk(options.prefill_chunk, options.batch, per_col, cap))
     cols = options.batch * options.prefill_chunk
     act = np.zeros(T, dtype=np.int64)
     for g in groups:
@@ -524,14 +531,15 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
     def owners(name, expert=-1):
         return [s for s in shards_of[name] if s.expert == expert]
 
-    def spread(tiles, slices, layer, buf, qbuf, float_input, to):
-        """Each of ``tiles`` quantizes its slice of ``buf`` (whole 32-value blocks) into ``qbuf``, and the slices
-        are all-gathered to the tiles ``to``: the int8 blocks with their scales, or fp32 for a float matmul."""
+    def spread(tiles, slices, layer, buf, qbuf, to, quantize, fp32, int8):
+        """Each of ``tiles`` quantizes its slice of ``buf`` (whole 32-value blocks) into ``qbuf`` when ``quantize``,
+        and the slices are all-gathered to the tiles ``to``: the fp32 values and/or the int8 blocks with their
+        scales."""
         own = [(t, lo, hi) for t, (lo, hi) in zip(tiles, slices) if hi > lo]
-        if not float_input:
+        if quantize:
             for t, lo, hi in own:
                 em.op(isa.QUANT, layer=layer, tile=t, src=em.b(buf), out=em.qb(qbuf), r0=lo, r1=hi)
-        size = (lambda n: n * ACT_BYTES) if float_input else (lambda n: n + -(-n // 32) * 4)
+        size = lambda n: n * ACT_BYTES * fp32 + (n + -(-n // 32) * 4) * int8  # noqa: E731
         em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, all_to([t for t, _, _ in own], to, [size(hi - lo) for _, lo, hi in own]),
                 layer=layer, tile=tiles[0])
 
@@ -540,7 +548,8 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
         the partial sums are exchanged, each normalizes and quantizes its slice, and the matmuls' input (the
         int8 blocks with their scales, or fp32 for a float model) is all-gathered. ``to``: only these tiles need
         the input (an MoE router's home), and they get the fp32 values too (the router reads them)."""
-        own = [(t, lo, hi) for t, (lo, hi) in zip(tiles, hidden_slices(cfg.dim, len(tiles))) if hi > lo]
+        slices = hidden_slices(cfg.dim, len(tiles))
+        own = [(t, lo, hi) for t, (lo, hi) in zip(tiles, slices) if hi > lo]
         for i, (t, lo, hi) in enumerate(own):
             em.op(isa.SUMSQ, layer=layer, tile=t, src=em.b("x"), out=em.b("ss"), r0=lo, r1=hi, aux=i)
         mine = [t for t, _, _ in own]
@@ -548,11 +557,7 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
         for t, lo, hi in own:
             em.op(isa.RMSNORM, layer=layer, tile=t, src=em.b("x"), out=em.b("xb"), r0=lo, r1=hi, w_off=w_off,
                   aux=len(own), aux2=em.b("ss"))
-            em.op(isa.QUANT, layer=layer, tile=t, src=em.b("xb"), out=em.qb("xq"), r0=lo, r1=hi)
-        fp32, int8 = float_input or to is not None, not float_input
-        size = lambda n: n * ACT_BYTES * fp32 + (n + n // 32 * 4) * int8  # noqa: E731
-        em.comm(isa.ALLGATHER, isa.KIND_ALLGATHER, all_to([t for t, _, _ in own], to or tiles,
-                                                          [size(hi - lo) for _, lo, hi in own]), layer=layer, tile=tiles[0])
+        spread(tiles, slices, layer, "xb", "xq", to or tiles, True, float_input or to is not None, not float_input)
 
     def is_float(name):
         return plan.tensors[name].fmt in ("f32", "f16", "bf16")
@@ -620,7 +625,8 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
             head_shards = [Shard("att", tiles[h][j], h * n_rep * hd, (h + 1) * n_rep * hd, 0, 0, 0, True)
                            for h in range(cfg.n_kv_heads)]
             gather_rows(head_shards, [(t, lo, hi) for t, (lo, hi) in zip(g, att) if hi > lo], l, part=(j, parts))
-        spread(g, att, l, "att", "aq", is_float(p + "attn_output.weight"), g)
+        f = is_float(p + "attn_output.weight")
+        spread(g, att, l, "att", "aq", g, not f, f, not f)
         matmul(p + "attn_output.weight", em.qb("aq"), em.b("att"), em.b("o"), l)
         resadd_split(g, l)
         if cfg.is_moe:
@@ -641,7 +647,8 @@ def emit_program(plan: Plan, w_offsets: dict[str, int]) -> Program:
             # the down projection's input is quantized in whole 32-value blocks: each block's tile gathers it first
             h_slices = hidden_slices(cfg.hidden_dim, len(g))
             gather_rows(ups, [(t, lo, hi) for t, (lo, hi) in zip(g, h_slices) if hi > lo], l)
-            spread(g, h_slices, l, "h1.0", "hq.0", is_float(p + "ffn_down.weight"), g)
+            f = is_float(p + "ffn_down.weight")
+            spread(g, h_slices, l, "h1.0", "hq.0", g, not f, f, not f)
             matmul(p + "ffn_down.weight", em.qb("hq.0"), em.b("h1.0"), em.b("o"), l)
         resadd_split(g, l)
     em.layer_starts.append(len(em.ops))

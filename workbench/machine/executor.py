@@ -56,12 +56,17 @@ N_C = 7
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _blocks(ncol, block):
+    """How many blocks of ``block`` columns an op streams ``ncol`` columns in (at least one)."""
+    return (ncol + block - 1) // block if ncol > block else 1
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _part_cols(part, n_parts, ncol, block):
     """isa.part_cols: columns [lo, hi) of ``part`` of ``n_parts``, no more parts used than blocks of columns."""
     if n_parts <= 0:
         return 0, ncol
-    blocks = (ncol + block - 1) // block
-    used = min(n_parts, max(1, blocks))
+    used = min(n_parts, _blocks(ncol, block))
     if part >= used:
         return ncol, ncol
     return (part * ncol + used - 1) // used, ((part + 1) * ncol + used - 1) // used
@@ -273,7 +278,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             # columns stream within a layer; a layer's first ops wait for the whole of the previous layer's results
             for t in range(n_tiles):
                 pipe[0, t] = clock[t]
-        k_cols = (ncol + block - 1) // block if ncol > block else 1
+        k_cols = _blocks(ncol, block)
         t0 = pipe[0, tile] if pipe[0, tile] > pipe[1, tile] else pipe[1, tile]
         dur = 0.0
         if code == isa.MATMUL:
@@ -442,7 +447,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             if c_hi <= c_lo:  # no columns for this part (one sequence decoding): it does not run
                 i += 1
                 continue
-            k_cols = (c_hi - c_lo + block - 1) // block if c_hi - c_lo > block else 1
+            k_cols = _blocks(c_hi - c_lo, block)
             home = kv_home[l, h]
             if tile != home and clock[home] > t0:
                 t0 = clock[home]  # the home tile has written this step's K and V
@@ -452,18 +457,15 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             macs = 0
             vec = 0
             sbytes = 0
-            run_seq = -1
+            run_seq = col_seq[c_lo]
             run_pos = 0
-            for c in range(c_lo, c_hi + 1):
-                seq = col_seq[c] if c < c_hi else -2
-                if seq != run_seq:  # a run of one sequence's columns ends: its K and V are read once
-                    in_sram = min(run_pos, cap)
-                    sbytes += in_sram * kvb
-                    spill += (run_pos - in_sram) * kvb
+            for c in range(c_lo, c_hi):
+                seq = col_seq[c]
+                if seq != run_seq:  # a run of one sequence's columns ends: its K and V were read once
+                    sbytes += min(run_pos, cap) * kvb
+                    spill += (run_pos - min(run_pos, cap)) * kvb
                     run_seq = seq
                     run_pos = 0
-                if c == c_hi:
-                    break
                 npos = col_pos[c] + 1
                 if npos > run_pos:
                     run_pos = npos
@@ -476,6 +478,8 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                                         headout)
                 macs += n_rep * npos * hd
                 vec += n_rep * npos * (hd + 4)
+            sbytes += min(run_pos, cap) * kvb
+            spill += (run_pos - min(run_pos, cap)) * kvb
             fetch = 0.0
             if tile != home and sbytes > 0:  # the SRAM-held positions come over the network from the home tile
                 n_touched = _route(home, tile, sbytes, isa.KIND_KV_FETCH, geometry, pathbuf, scratch_load, touched,
@@ -605,7 +609,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                 if ncol == 0:  # an attention part or an expert without columns this pass
                     i += 1
                     continue
-                k_cols = (ncol + block - 1) // block if ncol > block else 1
+                k_cols = _blocks(ncol, block)
             kind = ops[i, O_KIND]
             t_lo = cset[i, C_TOFF]
             t_hi = t_lo + cset[i, C_TCNT]

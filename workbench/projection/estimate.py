@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from .. import cost
-from ..compiler import ACT_BYTES, CompileOptions
+from ..compiler import ACT_BYTES, CompileOptions, fitted_chunk
 from ..errors import CompileError, WorkbenchError
 from ..model.config import ModelConfig
 from ..precision import EMULATED_PRECISIONS
@@ -272,9 +272,7 @@ def _ttft(chip, config: ModelConfig, lay: _Layout, prompt_len: int, chunk: int, 
     SRAM-only chip the chunk is halved as the compiler halves it), chip-to-chip collectives included."""
     cls = lay.classes
     if batch > 1 and not chip.has_offchip:
-        per_col = per_col_act_bytes(config, min(chip.n_tiles, chip.mesh.tensor_group_tiles))
-        while chunk > 1 and per_col * batch * chunk > chip.sram_bytes_per_tile // 4:
-            chunk //= 2
+        chunk = fitted_chunk(chunk, batch, _per_col(chip, config), chip.sram_bytes_per_tile)
     opts = CompileOptions(precision=lay.options.precision, mapping="tensor", batch=batch, context=lay.options.context,
                           prefill_chunk=chunk)
     m = machine_for(chip, lay.slice, opts, _kv_cap(chip, lay), cls.masks, cls.offsets, cls.tail_mask)
@@ -343,12 +341,17 @@ def _rough_s(chip, config: ModelConfig, lay: _Layout, batch: int) -> float:
     return weights / max(bw, 1.0) + _comm(config, lay.tp, lay.pp, batch, cc.link_of(chip), 1, batch).seconds
 
 
+def _per_col(chip, config: ModelConfig) -> int:
+    """compiler.per_col_act_bytes for the chip's tensor group."""
+    return per_col_act_bytes(config, min(chip.n_tiles, chip.mesh.tensor_group_tiles))
+
+
 def _default_chunk(chip, config: ModelConfig, batch: int, prompt_len: int) -> int:
     """The whole prompt in one pass; on an SRAM-only chip, halved until its activations take at most a
     quarter of a tile (an HBM chip is taken to keep what does not fit beside the weights)."""
     chunk = min(prompt_len, MAX_PREFILL_CHUNK)
     if not chip.has_offchip:
-        per_col = per_col_act_bytes(config, min(chip.n_tiles, chip.mesh.tensor_group_tiles))
+        per_col = _per_col(chip, config)
         while chunk > 1 and per_col * max(batch, chunk) > chip.sram_bytes_per_tile // 4:
             chunk //= 2
     return chunk
@@ -391,9 +394,7 @@ def project(chip, config: ModelConfig, *, precision: str = "int8", batch: int = 
     chunk = _default_chunk(chip, config, batch, prompt_len) if prefill_chunk is None else prefill_chunk
     _check(config, precision, batch, prompt_len, gen_len, n_chips, mapping, chip, chunk)
     if prefill_chunk is not None:  # as CompileOptions.prefill_chunk: halved until its activations fit
-        per_col = per_col_act_bytes(config, min(chip.n_tiles, chip.mesh.tensor_group_tiles))
-        while chunk > 1 and per_col * batch * chunk > chip.sram_bytes_per_tile // 4:
-            chunk //= 2
+        chunk = fitted_chunk(chunk, batch, _per_col(chip, config), chip.sram_bytes_per_tile)
     run_prec = "int8" if precision == "fp8" else precision
     context = prompt_len + gen_len
     best = None

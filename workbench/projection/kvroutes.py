@@ -19,6 +19,7 @@ from numba import njit
 
 from .. import cost
 from ..compiler import ACT_BYTES, _groups, _shard, attn_tiles, crossing_pairs, hidden_slices
+from ..machine import isa
 from ..machine.tensors import tensor_table
 from ..machine.topology import route_links
 from ..model.config import ModelConfig
@@ -43,14 +44,8 @@ class SendStats:
     parts: np.ndarray
 
     def columns(self, ncol: int, block_cols: int) -> np.ndarray:
-        """(N,) columns each SEND carries in a pass of ``ncol`` columns streamed in blocks of ``block_cols``
-        (isa.part_cols, vectorised)."""
-        j, n = self.parts[:, 0], self.parts[:, 1]
-        used = np.minimum(n, max(1, -(-ncol // max(block_cols, 1))))
-        safe = np.maximum(used, 1)
-        lo = np.where(j >= used, ncol, (j * ncol + safe - 1) // safe)
-        hi = np.where(j >= used, ncol, ((j + 1) * ncol + safe - 1) // safe)
-        return np.where(n <= 0, ncol, hi - lo).astype(float)
+        """(N,) columns each SEND carries in a pass of ``ncol`` columns streamed in blocks of ``block_cols``."""
+        return _columns(tuple(map(tuple, self.parts.tolist())), ncol, block_cols)
 
     def cycles(self, params: np.ndarray, ncol: int) -> np.ndarray:
         """(O,) cycles the SENDs take at each offset with ``ncol`` columns (a SEND without columns does not run)."""
@@ -63,6 +58,14 @@ class SendStats:
         """(byte-hops (O,), SRAM bytes read (O, T), written (O, T)) of the SENDs in a pass of ``ncol`` columns."""
         cols = self.columns(ncol, block_cols)
         return self.hop_bytes @ cols, self.sram_rd.swapaxes(1, 2) @ cols, self.sram_wr.swapaxes(1, 2) @ cols
+
+
+@lru_cache(maxsize=256)
+def _columns(parts: tuple[tuple[int, int], ...], ncol: int, block_cols: int) -> np.ndarray:
+    """isa.part_cols' width for each (part, parts), read-only (a projection asks for the same few passes)."""
+    out = np.array([hi - lo for lo, hi in (isa.part_cols(j, n, ncol, block_cols) for j, n in parts)], float)
+    out.setflags(write=False)
+    return out
 
 
 def _pairs(src_tiles, src_lo, src_hi, dst_tiles, dst_lo, dst_hi):

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from ..compiler import KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, per_col_act_bytes
+from ..compiler import KV_BLOCK_TOKENS, CompileOptions, Plan, Shard, _groups, _shard, attn_parts, per_col_act_bytes
 from ..machine.tensors import tensor_table
 from ..machine.topology import Topology, build
 from ..model.config import ModelConfig
@@ -300,11 +300,10 @@ def layer_slot_keys(n_tiles: int, group_max: int, config: ModelConfig, precision
 
 
 def reduced_plan(chip, config: ModelConfig, options: CompileOptions, topo: Topology, masks: np.ndarray,
-                 offsets: tuple[int, ...], tail_mask: np.ndarray, attn_parts: int = 1) -> Plan:
+                 offsets: tuple[int, ...], tail_mask: np.ndarray) -> Plan:
     """A len(masks)-deep Plan with the tensor mapping: layer k's shard of slot s on tile t is resident when
-    ``masks[k, s, t]`` and its kv-heads live on group tiles (offsets[k] + h) % G, their attention on
-    ``attn_parts`` tiles each; the embedding and classifier shards are resident where ``tail_mask`` (2, T) says.
-    KV capacity is set per run."""
+    ``masks[k, s, t]`` and its kv-heads live on group tiles (offsets[k] + h) % G; the embedding and classifier
+    shards are resident where ``tail_mask`` (2, T) says. KV capacity is set per run."""
     K = len(masks)
     cfg = replace(config, n_layers=K)
     T = topo.n_tiles
@@ -332,7 +331,8 @@ def reduced_plan(chip, config: ModelConfig, options: CompileOptions, topo: Topol
             weight[s.tile] += s.nbytes
     kv_cap = np.full((K, H), options.context, np.int64)
     return Plan(chip, cfg, options, "tensor", topo, groups, [0] * K, tensors, out, weight, zeros.copy(),
-                zeros.copy(), zeros.copy(), kv_home, kv_cap, options.context, expert_groups, attn_parts)
+                zeros.copy(), zeros.copy(), kv_home, kv_cap, options.context, expert_groups,
+                attn_parts(len(g), H))
 
 
 def kv_bytes_per_token(config: ModelConfig, options: CompileOptions) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .. import cost
-from ..compiler import CompileOptions, attn_parts
+from ..compiler import CompileOptions
 from ..machine import isa
 from ..machine.machine import Machine
 from .placement import reduced_plan, topology
@@ -64,19 +64,19 @@ def zero_cost(n_tiles: int) -> Cost:
 
 
 def _template(chip, config, precision: str, masks: np.ndarray, offsets: tuple[int, ...],
-              tail_mask: np.ndarray, parts: int) -> Machine:
+              tail_mask: np.ndarray) -> Machine:
     """A shape-only Machine for the reduced program, cached by everything the program depends on: the mesh,
     the slice's shapes, the precision, which shards are resident and where each layer's kv-heads live."""
     used = min(chip.n_tiles, chip.mesh.tensor_group_tiles)
     key = (chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, used, config, precision, masks.shape, masks.tobytes(),
-           offsets, tail_mask.tobytes(), parts)
+           offsets, tail_mask.tobytes())
     m = _TEMPLATES.get(key)
     if m is not None:
         _TEMPLATES.move_to_end(key)
         return m
     topo = topology(chip.mesh.rows, chip.mesh.cols, chip.mesh.topology, used)
     options = CompileOptions(precision=precision, mapping="tensor", batch=1, context=2, prefill_chunk=1)
-    plan = reduced_plan(chip, config, options, topo, masks, offsets, tail_mask, parts)
+    plan = reduced_plan(chip, config, options, topo, masks, offsets, tail_mask)
     m = Machine(chip, plan.config, options, numeric=False, plan=plan)
     _TEMPLATES[key] = m
     if len(_TEMPLATES) > _MAX_TEMPLATES:
@@ -84,17 +84,11 @@ def _template(chip, config, precision: str, masks: np.ndarray, offsets: tuple[in
     return m
 
 
-def attention_parts(chip, config) -> int:
-    """compiler.attn_parts for a chip's tensor group (a projection's one group)."""
-    return attn_parts(min(chip.n_tiles, chip.mesh.tensor_group_tiles), config.n_kv_heads)
-
-
 def machine_for(chip, config, options: CompileOptions, kv_capacity: np.ndarray, masks: np.ndarray,
                 offsets: tuple[int, ...], tail_mask: np.ndarray) -> Machine:
     """The cached program on ``chip`` with ``options``: a shallow copy whose chip, cost parameters, plan
     options and KV capacity are replaced, then its static tables rebuilt and its state reset."""
-    m = copy.copy(_template(chip, config, options.precision, masks, offsets, tail_mask,
-                            attention_parts(chip, config)))
+    m = copy.copy(_template(chip, config, options.precision, masks, offsets, tail_mask))
     cap = np.broadcast_to(np.minimum(np.asarray(kv_capacity, np.int64), options.context), m.plan.kv_capacity.shape)
     m.plan = replace(m.plan, chip=chip, options=options, context=options.context, kv_capacity=cap.copy())
     m.chip = chip
