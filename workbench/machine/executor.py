@@ -476,8 +476,12 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                     else:
                         K.attention_f32(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores,
                                         headout)
-                macs += n_rep * npos * hd
-                vec += n_rep * npos * (hd + 4)
+                if st[S_KV_INT8] == 1:  # q.K and the int8 p.V on the MAC array; scales, softmax, quantizing w
+                    macs += 2 * n_rep * npos * hd
+                    vec += n_rep * (10 * npos + hd * ((npos + K.PV_BLOCK - 1) // K.PV_BLOCK) + 2 * hd)
+                else:  # q.K on the MAC array (f32), p.V and the softmax on the vector unit
+                    macs += n_rep * npos * hd
+                    vec += n_rep * npos * (hd + 4)
             sbytes += min(run_pos, cap) * kvb
             spill += (run_pos - min(run_pos, cap)) * kvb
             fetch = 0.0

@@ -27,6 +27,8 @@ EXP_C1 = np.float32(0.693359375)
 EXP_C2 = np.float32(-2.12194440e-4)
 EXP_P = tuple(np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                                       1.6666665459e-1, 5.0000001201e-1))
+PV_BLOCK = 32             # positions per int8 block of attention weights (kernels._pv_int8)
+PV_P_MIN = np.float32(2.0 ** -64)  # attention probabilities below this get no weight in p.V
 EXP_X_LO = np.float32(-86.5)
 EXP_X_HI = np.float32(88.72283)
 _P0, _P1, _P2, _P3, _P4, _P5 = EXP_P
@@ -511,6 +513,40 @@ def quantize_vec(src, c, lo, hd, qout):
     return d
 
 
+@intrinsic
+def _qk_dots(typingctx, qq, keys, hd, npos, out):
+    """out[t] = float(sum over j < hd of qq[j] x keys[t, j]) for t < npos: int8 x int8 in <8 x i32> lanes, hd a
+    multiple of 8. Integer sums are exact (|sum| < 2^24 for hd <= 1,040), so the float is the scalar loop's."""
+    i8a = (isinstance(qq, nbtypes.Array) and qq.dtype == nbtypes.int8 and qq.layout == "C"
+           and isinstance(keys, nbtypes.Array) and keys.dtype == nbtypes.int8 and keys.layout == "C")
+    if not (i8a and isinstance(out, nbtypes.Array) and out.dtype == nbtypes.float32 and out.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        hd_v, n_v = args[2], args[3]
+        qp, kp, op = (context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1, 4))
+        i32 = ir.IntType(32)
+        ity = ir.VectorType(i32, 8)
+        bty = ir.VectorType(ir.IntType(8), 8).as_pointer()
+        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32, [ity]),
+                                                "llvm.vector.reduce.add.v8i32")
+        eight = ir.Constant(hd_v.type, 8)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(ity, [0] * 8))
+        with cgutils.for_range(builder, n_v) as loop:
+            t = loop.index
+            builder.store(ir.Constant(ity, [0] * 8), acc)
+            with cgutils.for_range(builder, builder.udiv(hd_v, eight)) as inner:
+                j0 = builder.mul(inner.index, eight)
+                k = builder.load(builder.bitcast(builder.gep(kp, [builder.add(builder.mul(t, hd_v), j0)]), bty), align=1)
+                qv = builder.load(builder.bitcast(builder.gep(qp, [j0]), bty), align=1)
+                prod = builder.mul(builder.sext(k, ity), builder.sext(qv, ity))
+                builder.store(builder.add(builder.load(acc), prod), acc)
+            total = builder.call(reduce, [builder.load(acc)])
+            builder.store(builder.sitofp(total, ir.FloatType()), builder.gep(op, [t]))
+        return context.get_dummy_value()
+    return nbtypes.void(qq, keys, nbtypes.int64, nbtypes.int64, out), codegen
+
+
 @njit(cache=True, nogil=True)
 def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores, qq, out):
     """Attention of the n_rep query heads of kv-head h over positions 0..npos-1 of an int8 KV cache."""
@@ -521,16 +557,23 @@ def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores
         lo = hq * hd
         dq = quantize_vec(q, c, lo, hd, qq)
         mx = np.float32(-np.inf)
-        for t in range(npos):
-            s = np.int32(0)
-            krow = keys[t]
-            for j in range(hd):
-                s += np.int32(qq[j]) * np.int32(krow[j])
-            sc = (dq * kscale[t]) * np.float32(s) * inv
-            scores[t] = sc
-            if sc > mx:
-                mx = sc
-        _softmax_weighted(scores, npos, mx, vq, vd, l, h, seq, hd, out)
+        if hd % 8 == 0:  # the integer dot products eight lanes at a time, then the same scaling per position
+            _qk_dots(qq, keys, hd, npos, scores)
+            for t in range(npos):
+                sc = (dq * kscale[t]) * scores[t] * inv
+                scores[t] = sc
+                mx = sc if sc > mx else mx
+        else:
+            for t in range(npos):
+                s = np.int32(0)
+                krow = keys[t]
+                for j in range(hd):
+                    s += np.int32(qq[j]) * np.int32(krow[j])
+                sc = (dq * kscale[t]) * np.float32(s) * inv
+                scores[t] = sc
+                mx = sc if sc > mx else mx
+        _softmax_probs(scores, npos, mx)
+        _pv_int8(scores, vq[l, h, seq], vd[l, h, seq], npos, hd, out)
         for j in range(hd):
             att[c, lo + j] = out[j]
 
@@ -548,72 +591,167 @@ def _softmax_probs(scores, npos, mx):
         scores[t] = scores[t] / tot
 
 
-@intrinsic
-def _wsum8(typingctx, p, values, vo, hd, vscale, npos, out, j0):
-    """out[j0 + i] = sum over t < npos in order, from +0.0, of p[t] x v, v = vscale[t] x float(values[vo + t hd + i])
-    for int8 values, float(values[...]) for f32 ones; i < 8, one <8 x float> lane each (fp32 ops in the scalar
-    loop's order, no fast-math flags: bit for bit the same). Flat indices into C-contiguous arrays."""
-    f32 = nbtypes.float32
-    for a in (p, vscale, out):
-        if not (isinstance(a, nbtypes.Array) and a.dtype == f32 and a.layout == "C"):
-            return None
-    if not (isinstance(values, nbtypes.Array) and values.dtype in (nbtypes.int8, f32) and values.layout == "C"):
-        return None
-    scaled = values.dtype == nbtypes.int8
-    i64 = nbtypes.int64
-    sig = nbtypes.void(p, values, i64, i64, vscale, i64, out, i64)
-
+def _lane_sum_codegen(exact):
+    """Code for out[j0 + i] = sum over t0 <= t < t1 of p[t] x values[vo + t hd + i], i < 8, one vector lane each.
+    exact: int8 values and integer-valued float weights, summed in <8 x i32> (exact, so in any order, without
+    the fp add chain); else fp32 in t order from +0.0, int8 or f32 values (bit for bit the scalar loop)."""
     def codegen(context, builder, signature, args):
-        vo_v, hd_v, n_v, j0_v = args[2], args[3], args[5], args[7]
-        pp, vp, sp, op = (context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1, 4, 6))
+        vo_v, hd_v, t0_v, t1_v, j0_v = args[2], args[3], args[4], args[5], args[7]
+        pp, vp, op = (context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1, 6))
+        int8 = signature.args[1].dtype == nbtypes.int8
         i32 = ir.IntType(32)
         vty = ir.VectorType(ir.FloatType(), 8)
-        splat = ir.Constant(ir.VectorType(i32, 8), [0] * 8)
+        ity = ir.VectorType(i32, 8)
+        splat = ir.Constant(ity, [0] * 8)
 
-        def bcast(x):
-            one = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined), splat)
-        acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * 8))
-        with cgutils.for_range(builder, n_v) as loop:
-            t = loop.index
+        def bcast(x, ty):
+            one = builder.insert_element(ir.Constant(ty, ir.Undefined), x, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined), splat)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(ity, [0] * 8) if exact else ir.Constant(vty, [0.0] * 8))
+        with cgutils.for_range(builder, builder.sub(t1_v, t0_v)) as loop:
+            t = builder.add(t0_v, loop.index)
             src = builder.gep(vp, [builder.add(vo_v, builder.mul(t, hd_v))])
-            if scaled:
+            w = builder.load(builder.gep(pp, [t]))
+            if int8:
                 raw = builder.load(builder.bitcast(src, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
-                v = builder.fmul(bcast(builder.load(builder.gep(sp, [t]))), builder.sitofp(raw, vty))
+            if exact:
+                term = builder.mul(bcast(builder.fptosi(w, i32), ity), builder.sext(raw, ity))
+                builder.store(builder.add(builder.load(acc), term), acc)
             else:
-                v = builder.load(builder.bitcast(src, vty.as_pointer()), align=4)
-            builder.store(builder.fadd(builder.load(acc), builder.fmul(bcast(builder.load(builder.gep(pp, [t]))), v)),
-                          acc)
-        dst = builder.gep(op, [j0_v])
-        builder.store(builder.load(acc), builder.bitcast(dst, vty.as_pointer()), align=4)
+                v = builder.sitofp(raw, vty) if int8 else builder.load(builder.bitcast(src, vty.as_pointer()), align=4)
+                builder.store(builder.fadd(builder.load(acc), builder.fmul(bcast(w, vty), v)), acc)
+        total = builder.sitofp(builder.load(acc), vty) if exact else builder.load(acc)
+        builder.store(total, builder.bitcast(builder.gep(op, [j0_v]), vty.as_pointer()), align=4)
         return context.get_dummy_value()
-    return sig, codegen
+    return codegen
+
+
+def _lane_sum_signature(p, values, out, int8_only):
+    f32 = nbtypes.float32
+    for a in (p, out):
+        if not (isinstance(a, nbtypes.Array) and a.dtype == f32 and a.layout == "C"):
+            return None
+    dtypes = (nbtypes.int8,) if int8_only else (nbtypes.int8, f32)
+    if not (isinstance(values, nbtypes.Array) and values.dtype in dtypes and values.layout == "C"):
+        return None
+    i64 = nbtypes.int64
+    return nbtypes.void(p, values, i64, i64, i64, i64, out, i64)
+
+
+@intrinsic
+def _wsum8(typingctx, p, values, vo, hd, t0, t1, out, j0):
+    """out[j0 + i] = sum over t0 <= t < t1 in order, from +0.0, of p[t] x float(values[vo + t hd + i]) for int8 or
+    f32 values; i < 8, one <8 x float> lane each (fp32 ops in the scalar loop's order, no fast-math flags: bit for
+    bit the same). Flat indices into C-contiguous arrays."""
+    sig = _lane_sum_signature(p, values, out, False)
+    return None if sig is None else (sig, _lane_sum_codegen(False))
+
+
+@intrinsic
+def _isum8(typingctx, w, values, vo, hd, t0, t1, out, j0):
+    """As _wsum8 for integer-valued weights w (|w| <= 127) and int8 values, summed exactly in int32 lanes (the
+    float result is the same whatever the order; |sum| < 2^24 for up to 1,040 positions)."""
+    sig = _lane_sum_signature(w, values, out, True)
+    return None if sig is None else (sig, _lane_sum_codegen(True))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _weighted_sum(p, values, vscale, scaled, npos, hd, out):
-    """out[j] = sum over t in order of p[t] x v[t, j], v = vscale[t] x int8 value when ``scaled``, else the f32 value.
+def _weighted_sum(p, values, npos, hd, out):
+    """out[j] = sum over t in order of p[t] x values[t, j] (f32 values).
 
     Eight j at a time in one vector register (_wsum8); each out[j] is still one chain in t order from +0.0.
     """
     j0 = 0
     while j0 + 8 <= hd:
-        _wsum8(p, values, j0, hd, vscale, npos, out, j0)
+        _wsum8(p, values, j0, hd, 0, npos, out, j0)
         j0 += 8
     for j in range(j0, hd):
         a = np.float32(0.0)
         for t in range(npos):
-            if scaled:
-                a += p[t] * (vscale[t] * np.float32(values[t, j]))
-            else:
-                a += p[t] * np.float32(values[t, j])
+            a += p[t] * values[t, j]
         out[j] = a
 
 
-@njit(cache=True, nogil=True)
-def _softmax_weighted(scores, npos, mx, vq, vd, l, h, seq, hd, out):
-    _softmax_probs(scores, npos, mx)
-    _weighted_sum(scores, vq[l, h, seq], vd[l, h, seq], True, npos, hd, out)
+@intrinsic
+def _quant_block32(typingctx, w, b0):
+    """Quantize w[b0:b0 + 32] (fp32, >= 0) in place as _pv_int8's blocks: d = max / 127; unless d is 0, each
+    w <- min(round half away(w / d), 127) as an integer-valued float. Returns d. The same fp32 operations as the
+    scalar loop on four <8 x float> registers (a 32-trip loop is too short for LLVM to vectorise)."""
+    if not (isinstance(w, nbtypes.Array) and w.dtype == nbtypes.float32 and w.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        vty = ir.VectorType(f32, 8)
+        base = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+        ptrs = [builder.gep(builder.bitcast(base, vty.as_pointer()), [ir.Constant(ir.IntType(32), i)])
+                for i in range(4)]
+        xs = [builder.load(q, align=4) for q in ptrs]
+        m = xs[0]
+        for x in xs[1:]:
+            m = builder.select(builder.fcmp_ordered(">", x, m), x, m)
+        top = builder.extract_element(m, ir.Constant(ir.IntType(32), 0))
+        for i in range(1, 8):
+            e = builder.extract_element(m, ir.Constant(ir.IntType(32), i))
+            top = builder.select(builder.fcmp_ordered(">", e, top), e, top)
+        d = builder.fdiv(top, ir.Constant(f32, 127.0))
+
+        def splat(x):
+            return builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), x,
+                                                                 ir.Constant(ir.IntType(32), 0)),
+                                          ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+        floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), "llvm.floor.v8f32")
+        half, one, cap = (ir.Constant(vty, [v] * 8) for v in (0.5, 1.0, 127.0))
+        with cgutils.if_likely(builder, builder.fcmp_ordered("!=", d, ir.Constant(f32, 0.0))):
+            dv = splat(d)
+            for x, q in zip(xs, ptrs):
+                a = builder.fdiv(x, dv)
+                f = builder.call(floor, [a])
+                r = builder.select(builder.fcmp_ordered(">=", builder.fsub(a, f), half), builder.fadd(f, one), f)
+                builder.store(builder.select(builder.fcmp_ordered("<", r, cap), r, cap), q, align=4)
+        return d
+    return nbtypes.float32(w, nbtypes.int64), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pv_int8(p, values, vscale, npos, hd, buf):
+    """The probability-weighted sum of int8 values on the MAC array, as an int8 matmul of a Q8_0 row:
+    w[t] = p[t] x vscale[t] (0 where p[t] < PV_P_MIN) is quantized to int8 in blocks of PV_BLOCK positions (one scale d each, as
+    quantize_vec), each block's w x v summed exactly (integers below 2^24, so in fp32 in any order: _wsum8's
+    lanes), and out[j] = sum over blocks in order, from +0.0, of d x that sum. p is overwritten with the int8
+    weights (as floats). buf is (2 hd,): out in [:hd], a block's sums in [hd:]."""
+    for j in range(hd):
+        buf[j] = np.float32(0.0)
+    for t in range(npos):  # no subnormal weights (slow on x86): a probability under 2^-64 adds nothing
+        p[t] = p[t] * vscale[t] if p[t] >= PV_P_MIN else np.float32(0.0)
+    for b0 in range(0, npos, PV_BLOCK):
+        b1 = min(b0 + PV_BLOCK, npos)
+        if b1 - b0 == PV_BLOCK:
+            d = _quant_block32(p, b0)
+        else:  # the last, partial block: the same operations one position at a time
+            top = np.float32(0.0)  # w >= 0 (probabilities times scales)
+            for t in range(b0, b1):
+                top = p[t] if p[t] > top else top
+            d = np.float32(top / np.float32(127.0))
+            if d != 0:
+                for t in range(b0, b1):
+                    a = np.float32(p[t] / d)
+                    f = np.floor(a)
+                    r = f + np.float32(1.0) if a - f >= np.float32(0.5) else f
+                    p[t] = r if r < np.float32(127.0) else np.float32(127.0)
+        if d == 0:  # every weight rounds to 0: the block adds +0.0
+            continue
+        j0 = 0
+        while j0 + 8 <= hd:
+            _isum8(p, values, j0, hd, b0, b1, buf, hd + j0)
+            j0 += 8
+        for j in range(j0, hd):
+            a = np.float32(0.0)
+            for t in range(b0, b1):
+                a += p[t] * np.float32(values[t, j])
+            buf[hd + j] = a
+        for j in range(hd):
+            buf[j] += d * buf[hd + j]
 
 
 @njit(cache=True, nogil=True)
@@ -635,7 +773,7 @@ def attention_f32(q, att, c, h, n_rep, hd, npos, kf, vf, l, seq, scores, out):
             if s > mx:
                 mx = s
         _softmax_probs(scores, npos, mx)
-        _weighted_sum(scores, vf[l, h, seq], scores, False, npos, hd, out)
+        _weighted_sum(scores, vf[l, h, seq], npos, hd, out)
         for j in range(hd):
             att[c, lo + j] = out[j]
 

@@ -201,7 +201,7 @@ class Machine:
         self.stride = -(-max(widths) // 256) * 256
         self._scratch = (np.zeros(T * 4, np.float64), np.zeros(T * 4, np.int64), np.zeros(T, np.bool_),
                          np.zeros(plan.context + 1, np.float32), np.zeros(cfg.head_dim, np.int8),
-                         np.zeros(cfg.head_dim, np.float32), np.zeros(cfg.vocab_size, np.float32))
+                         np.zeros(2 * cfg.head_dim, np.float32), np.zeros(cfg.vocab_size, np.float32))
         self._gmax = gmax
         src = getattr(self, "_comm_src", None)  # the tables depend only on the program and the mesh: a copy keeps them
         if src is None or src[0] is not self.program or src[1] is not self.plan.topology:

@@ -362,7 +362,6 @@ class NumpyMachine:
             kd = self.kd[l, h, seqs, :T]                        # (C, T)
             s = np.einsum("crj,ctj->crt", qq, kq)
             scores = (dq[:, :, None] * kd[:, None, :]) * s.astype(F32) * inv
-            values = self.vd[l, h, seqs, :T][:, :, None] * self.vq[l, h, seqs, :T].astype(F32)  # (C, T, hd)
         else:
             k = self.kf[l, h, seqs, :T]                         # (C, T, hd)
             scores = seq_sum(q[:, :, None, :] * k[:, None, :, :], axis=3) * inv
@@ -373,7 +372,11 @@ class NumpyMachine:
             e = np.where(live[:, None, :], exp_f32_poly(scores - mx), F32(0.0))
         tot = seq_sum(e, axis=2)                                     # (C, n_rep)
         p = e / tot[:, :, None]                                      # masked positions: exactly 0
-        out = seq_sum(p[:, :, :, None] * values[:, None, :, :], axis=2)   # (C, n_rep, hd)
+        if self.options.kv_int8:
+            w = np.where(p >= K.PV_P_MIN, p * self.vd[l, h, seqs, :T][:, None, :], F32(0.0))
+            out = _pv_int8(w, self.vq[l, h, seqs, :T])
+        else:
+            out = seq_sum(p[:, :, :, None] * values[:, None, :, :], axis=2)   # (C, n_rep, hd)
         self.act[op["out"], lo:hi, h * n_rep * hd:(h + 1) * n_rep * hd] = out.reshape(n, n_rep * hd)
 
     def _moe_route(self, op) -> None:
@@ -388,6 +391,21 @@ class NumpyMachine:
             self.sel[c, :k] = order
             ex_ = exp_f32((logits[c, order] - logits[c, order[0]]).astype(np.float64))
             self.selw[c, :k] = ex_ / seq_sum(ex_)
+
+
+def _pv_int8(w: np.ndarray, vq: np.ndarray) -> np.ndarray:
+    """kernels._pv_int8 for (C, n_rep, T) weights w = p x v-scale (0 at masked positions) and (C, T, hd) int8
+    values: w quantized per block of PV_BLOCK positions, exact integer sums per block, fp32 sum of d x block sum
+    over the blocks in order. All-zero blocks past a column's own positions add +0.0, which changes nothing."""
+    C, R, T = w.shape
+    nb = -(-T // K.PV_BLOCK)
+    pad = nb * K.PV_BLOCK - T
+    wb = np.pad(w, ((0, 0), (0, 0), (0, pad))).reshape(C * R * nb, K.PV_BLOCK)
+    wq, d = _quantize_head(wb)
+    wq = wq.reshape(C, R, nb, K.PV_BLOCK).astype(np.int64)
+    vb = np.pad(vq, ((0, 0), (0, pad), (0, 0))).reshape(C, nb, K.PV_BLOCK, -1).astype(np.int64)
+    sums = np.einsum("crbt,cbtj->crbj", wq, vb).astype(F32)       # |sum| < 2^24: exact in fp32
+    return seq_sum(d.reshape(C, R, nb)[..., None] * sums, axis=2)   # (C, n_rep, hd)
 
 
 def _quantize_head(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
