@@ -27,7 +27,7 @@ EXPECTED_BUNDLED = {
     "teaching-4x4", "groq-lpu", "groq-lpu-x576", "cerebras-wse3", "cerebras-cs3-x4",
     "tenstorrent-wormhole-n150", "tenstorrent-blackhole-p150", "tenstorrent-wormhole-galaxy",
     "tenstorrent-wormhole-quietbox", "tenstorrent-blackhole-quietbox", "nvidia-h100-sxm", "nvidia-h100-x8",
-    "nvidia-h100-x2", "nvidia-h200-sxm", "etched-sohu", "intel-crescent-island", "edge-npu", "amd-mi300x",
+    "nvidia-h100-x2", "nvidia-h200-sxm", "nvidia-h200-x8", "etched-sohu", "intel-crescent-island", "edge-npu", "amd-mi300x",
     "amd-mi300x-x8",
 }
 
@@ -56,11 +56,13 @@ PUBLISHED = [
     ("cerebras-wse3", "cores", None, 900_000, "C1, C2: 900,000 cores"),
     ("tenstorrent-wormhole-n150", "peak", "fp8", 262 * TERA, "T2: 262 TFLOPS FP8"),
     ("tenstorrent-wormhole-n150", "peak", "fp16", 74 * TERA, "T2: 74 TFLOPS FP16"),
+    ("tenstorrent-wormhole-n150", "peak", "int8", 148 * TERA, "T2: 148 TFLOPS BLOCKFP8 (int8 = bfp8 blocks)"),
     ("tenstorrent-wormhole-n150", "sram", None, 108 * MiB, "T2: 108 MB (1.5 MiB x 72)"),
     ("tenstorrent-wormhole-n150", "offchip", None, 12 * GiB, "T2: 12 GB GDDR6"),
     ("tenstorrent-wormhole-n150", "offchip_bw", None, 288e9, "T2: 288 GB/s"),
     ("tenstorrent-blackhole-p150", "peak", "fp8", 745 * TERA, "T4: 745 TFLOPS FP8"),
     ("tenstorrent-blackhole-p150", "peak", "fp16", 372 * TERA, "T4: 372 TFLOPS FP16"),
+    ("tenstorrent-blackhole-p150", "peak", "int8", 372 * TERA, "T9: HiFi2 = half of LoFi fp8 (bfp8 blocks)"),
     ("tenstorrent-blackhole-p150", "sram", None, 210 * MiB, "T1: 210 MB"),
     ("tenstorrent-blackhole-p150", "offchip", None, 32 * GiB, "T1: 32 GB GDDR6"),
     ("tenstorrent-blackhole-p150", "offchip_bw", None, 512e9, "T1: 512 GB/s"),
