@@ -189,10 +189,7 @@ def _kv_shift(chip, lay: _Layout, ncols: list[int], parts: int) -> Cost:
     w = np.array([weight[o] for o in offs])
     params = cost.cost_params(chip)
     cyc = sum(float(w @ st.cycles(params, n)) for n in ncols)
-    hb, rd, wr = 0.0, np.zeros(T), np.zeros(T)
-    for n in ncols:
-        h, r, x = st.moved(n, chip.realism.block_cols)
-        hb, rd, wr = hb + float(w @ h), rd + w @ r, wr + w @ x
+    hb, rd, wr = st.moved(w, ncols, chip.realism.block_cols)
     z = np.zeros(T)
     return Cost(cyc, np.zeros((T, cost.N_PREC)), z, rd, wr, 0.0, hb, cyc, z)
 
