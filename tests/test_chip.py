@@ -25,10 +25,10 @@ GiB = 2**30
 
 EXPECTED_BUNDLED = {
     "teaching-4x4", "groq-lpu", "groq-lpu-x576", "cerebras-wse3", "cerebras-cs3-x4",
-    "tenstorrent-wormhole-n150", "tenstorrent-blackhole-p150", "tenstorrent-wormhole-galaxy",
-    "tenstorrent-wormhole-quietbox", "tenstorrent-blackhole-quietbox", "nvidia-h100-sxm", "nvidia-h100-x8",
-    "nvidia-h100-x2", "nvidia-h200-sxm", "nvidia-h200-x8", "etched-sohu", "intel-crescent-island", "edge-npu", "amd-mi300x",
-    "amd-mi300x-x8",
+    "tenstorrent-wormhole-n150", "tenstorrent-blackhole-p150", "tenstorrent-blackhole-p100a",
+    "tenstorrent-wormhole-galaxy", "tenstorrent-wormhole-quietbox", "tenstorrent-blackhole-quietbox",
+    "nvidia-h100-sxm", "nvidia-h100-x8", "nvidia-h100-x2", "nvidia-h200-sxm", "nvidia-h200-x8", "etched-sohu",
+    "intel-crescent-island", "edge-npu", "amd-mi300x", "amd-mi300x-x8",
 }
 
 
@@ -64,6 +64,8 @@ PUBLISHED = [
     ("tenstorrent-blackhole-p150", "peak", "fp16", 372 * TERA, "T4: 372 TFLOPS FP16"),
     ("tenstorrent-blackhole-p150", "peak", "int8", 372 * TERA, "T9: HiFi2 = half of LoFi fp8 (bfp8 blocks)"),
     ("tenstorrent-blackhole-p150", "sram", None, 210 * MiB, "T1: 210 MB"),
+    ("tenstorrent-blackhole-p100a", "sram", None, 180 * MiB, "T1: 180 MB (120 Tensix)"),
+    ("tenstorrent-blackhole-p100a", "offchip_bw", None, 448e9, "T1: 448 GB/s"),
     ("tenstorrent-blackhole-p150", "offchip", None, 32 * GiB, "T1: 32 GB GDDR6"),
     ("tenstorrent-blackhole-p150", "offchip_bw", None, 512e9, "T1: 512 GB/s"),
     ("nvidia-h100-sxm", "peak", "fp8", 1979 * TERA, "N1, N2: 1,979 TFLOPS FP8 dense"),
