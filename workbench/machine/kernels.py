@@ -27,7 +27,7 @@ EXP_C1 = np.float32(0.693359375)
 EXP_C2 = np.float32(-2.12194440e-4)
 EXP_P = tuple(np.float32(v) for v in (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
                                       1.6666665459e-1, 5.0000001201e-1))
-PV_BLOCK = 32             # positions per int8 block of attention weights (kernels._pv_int8)
+PV_BLOCK = 32             # positions per int8 block of attention weights (_pv_int8; a multiple of 8)
 PV_P_MIN = np.float32(2.0 ** -64)  # attention probabilities below this get no weight in p.V
 EXP_X_LO = np.float32(-86.5)
 EXP_X_HI = np.float32(88.72283)
@@ -537,7 +537,8 @@ def _qk_dots(typingctx, qq, keys, hd, npos, out):
             builder.store(ir.Constant(ity, [0] * 8), acc)
             with cgutils.for_range(builder, builder.udiv(hd_v, eight)) as inner:
                 j0 = builder.mul(inner.index, eight)
-                k = builder.load(builder.bitcast(builder.gep(kp, [builder.add(builder.mul(t, hd_v), j0)]), bty), align=1)
+                krow = builder.gep(kp, [builder.add(builder.mul(t, hd_v), j0)])
+                k = builder.load(builder.bitcast(krow, bty), align=1)
                 qv = builder.load(builder.bitcast(builder.gep(qp, [j0]), bty), align=1)
                 prod = builder.mul(builder.sext(k, ity), builder.sext(qv, ity))
                 builder.store(builder.add(builder.load(acc), prod), acc)
@@ -591,68 +592,59 @@ def _softmax_probs(scores, npos, mx):
         scores[t] = scores[t] / tot
 
 
-def _lane_sum_codegen(exact):
-    """Code for out[j0 + i] = sum over t0 <= t < t1 of p[t] x values[vo + t hd + i], i < 8, one vector lane each.
-    exact: int8 values and integer-valued float weights, summed in <8 x i32> (exact, so in any order, without
-    the fp add chain); else fp32 in t order from +0.0, int8 or f32 values (bit for bit the scalar loop)."""
+def _lane_sum(p, values, out, exact):
+    """Signature and code for out[j0 + i] = sum over t0 <= t < t1 of p[t] x values[vo + t hd + i], i < 8, one
+    vector lane each (flat indices into C-contiguous arrays). exact: int8 values and integer-valued weights,
+    summed in <8 x i32> (exact, so in any order, with no fp add chain to wait on); else f32 values, fp32 in t
+    order from +0.0 without fast-math flags (bit for bit the scalar loop)."""
+    f32 = nbtypes.float32
+    for a in (p, out):
+        if not (isinstance(a, nbtypes.Array) and a.dtype == f32 and a.layout == "C"):
+            return None
+    if not (isinstance(values, nbtypes.Array) and values.dtype == (nbtypes.int8 if exact else f32)
+            and values.layout == "C"):
+        return None
+    i64 = nbtypes.int64
+
     def codegen(context, builder, signature, args):
         vo_v, hd_v, t0_v, t1_v, j0_v = args[2], args[3], args[4], args[5], args[7]
         pp, vp, op = (context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1, 6))
-        int8 = signature.args[1].dtype == nbtypes.int8
         i32 = ir.IntType(32)
         vty = ir.VectorType(ir.FloatType(), 8)
         ity = ir.VectorType(i32, 8)
-        splat = ir.Constant(ity, [0] * 8)
 
         def bcast(x, ty):
             one = builder.insert_element(ir.Constant(ty, ir.Undefined), x, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined), splat)
+            return builder.shuffle_vector(one, ir.Constant(ty, ir.Undefined), ir.Constant(ity, [0] * 8))
         acc = cgutils.alloca_once_value(builder, ir.Constant(ity, [0] * 8) if exact else ir.Constant(vty, [0.0] * 8))
         with cgutils.for_range(builder, builder.sub(t1_v, t0_v)) as loop:
             t = builder.add(t0_v, loop.index)
             src = builder.gep(vp, [builder.add(vo_v, builder.mul(t, hd_v))])
             w = builder.load(builder.gep(pp, [t]))
-            if int8:
-                raw = builder.load(builder.bitcast(src, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
             if exact:
+                raw = builder.load(builder.bitcast(src, ir.VectorType(ir.IntType(8), 8).as_pointer()), align=1)
                 term = builder.mul(bcast(builder.fptosi(w, i32), ity), builder.sext(raw, ity))
                 builder.store(builder.add(builder.load(acc), term), acc)
             else:
-                v = builder.sitofp(raw, vty) if int8 else builder.load(builder.bitcast(src, vty.as_pointer()), align=4)
+                v = builder.load(builder.bitcast(src, vty.as_pointer()), align=4)
                 builder.store(builder.fadd(builder.load(acc), builder.fmul(bcast(w, vty), v)), acc)
         total = builder.sitofp(builder.load(acc), vty) if exact else builder.load(acc)
         builder.store(total, builder.bitcast(builder.gep(op, [j0_v]), vty.as_pointer()), align=4)
         return context.get_dummy_value()
-    return codegen
-
-
-def _lane_sum_signature(p, values, out, int8_only):
-    f32 = nbtypes.float32
-    for a in (p, out):
-        if not (isinstance(a, nbtypes.Array) and a.dtype == f32 and a.layout == "C"):
-            return None
-    dtypes = (nbtypes.int8,) if int8_only else (nbtypes.int8, f32)
-    if not (isinstance(values, nbtypes.Array) and values.dtype in dtypes and values.layout == "C"):
-        return None
-    i64 = nbtypes.int64
-    return nbtypes.void(p, values, i64, i64, i64, i64, out, i64)
+    return nbtypes.void(p, values, i64, i64, i64, i64, out, i64), codegen
 
 
 @intrinsic
 def _wsum8(typingctx, p, values, vo, hd, t0, t1, out, j0):
-    """out[j0 + i] = sum over t0 <= t < t1 in order, from +0.0, of p[t] x float(values[vo + t hd + i]) for int8 or
-    f32 values; i < 8, one <8 x float> lane each (fp32 ops in the scalar loop's order, no fast-math flags: bit for
-    bit the same). Flat indices into C-contiguous arrays."""
-    sig = _lane_sum_signature(p, values, out, False)
-    return None if sig is None else (sig, _lane_sum_codegen(False))
+    """out[j0 + i] = sum over t0 <= t < t1 in order, from +0.0, of p[t] x values[vo + t hd + i] (f32), i < 8."""
+    return _lane_sum(p, values, out, exact=False)
 
 
 @intrinsic
 def _isum8(typingctx, w, values, vo, hd, t0, t1, out, j0):
     """As _wsum8 for integer-valued weights w (|w| <= 127) and int8 values, summed exactly in int32 lanes (the
     float result is the same whatever the order; |sum| < 2^24 for up to 1,040 positions)."""
-    sig = _lane_sum_signature(w, values, out, True)
-    return None if sig is None else (sig, _lane_sum_codegen(True))
+    return _lane_sum(w, values, out, exact=True)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -673,10 +665,10 @@ def _weighted_sum(p, values, npos, hd, out):
 
 
 @intrinsic
-def _quant_block32(typingctx, w, b0):
-    """Quantize w[b0:b0 + 32] (fp32, >= 0) in place as _pv_int8's blocks: d = max / 127; unless d is 0, each
-    w <- min(round half away(w / d), 127) as an integer-valued float. Returns d. The same fp32 operations as the
-    scalar loop on four <8 x float> registers (a 32-trip loop is too short for LLVM to vectorise)."""
+def _quant_block(typingctx, w, b0):
+    """Quantize w[b0:b0 + PV_BLOCK] (fp32, >= 0) in place as _pv_int8's blocks: d = max / 127; unless d is 0,
+    each w <- min(round half away(w / d), 127) as an integer-valued float. Returns d. The same fp32 operations as
+    the scalar loop on PV_BLOCK / 8 <8 x float> registers (a 32-trip loop is too short for LLVM to vectorise)."""
     if not (isinstance(w, nbtypes.Array) and w.dtype == nbtypes.float32 and w.layout == "C"):
         return None
 
@@ -685,7 +677,7 @@ def _quant_block32(typingctx, w, b0):
         vty = ir.VectorType(f32, 8)
         base = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
         ptrs = [builder.gep(builder.bitcast(base, vty.as_pointer()), [ir.Constant(ir.IntType(32), i)])
-                for i in range(4)]
+                for i in range(PV_BLOCK // 8)]
         xs = [builder.load(q, align=4) for q in ptrs]
         m = xs[0]
         for x in xs[1:]:
@@ -697,9 +689,9 @@ def _quant_block32(typingctx, w, b0):
         d = builder.fdiv(top, ir.Constant(f32, 127.0))
 
         def splat(x):
-            return builder.shuffle_vector(builder.insert_element(ir.Constant(vty, ir.Undefined), x,
-                                                                 ir.Constant(ir.IntType(32), 0)),
-                                          ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+            one = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
         floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), "llvm.floor.v8f32")
         half, one, cap = (ir.Constant(vty, [v] * 8) for v in (0.5, 1.0, 127.0))
         with cgutils.if_likely(builder, builder.fcmp_ordered("!=", d, ir.Constant(f32, 0.0))):
@@ -716,10 +708,10 @@ def _quant_block32(typingctx, w, b0):
 @njit(cache=True, nogil=True, inline="always")
 def _pv_int8(p, values, vscale, npos, hd, buf):
     """The probability-weighted sum of int8 values on the MAC array, as an int8 matmul of a Q8_0 row:
-    w[t] = p[t] x vscale[t] (0 where p[t] < PV_P_MIN) is quantized to int8 in blocks of PV_BLOCK positions (one scale d each, as
-    quantize_vec), each block's w x v summed exactly (integers below 2^24, so in fp32 in any order: _wsum8's
-    lanes), and out[j] = sum over blocks in order, from +0.0, of d x that sum. p is overwritten with the int8
-    weights (as floats). buf is (2 hd,): out in [:hd], a block's sums in [hd:]."""
+    w[t] = p[t] x vscale[t] (0 where p[t] < PV_P_MIN) is quantized to int8 in blocks of PV_BLOCK positions (one
+    scale d each, as quantize_vec), each block's w x v summed exactly in int32 lanes (_isum8), and out[j] = the
+    sum over blocks in order, from +0.0, of d x that block's sum. p is overwritten with the int8 weights (as
+    floats). buf is (2 hd,): out in [:hd], a block's sums in [hd:]."""
     for j in range(hd):
         buf[j] = np.float32(0.0)
     for t in range(npos):  # no subnormal weights (slow on x86): a probability under 2^-64 adds nothing
@@ -727,7 +719,7 @@ def _pv_int8(p, values, vscale, npos, hd, buf):
     for b0 in range(0, npos, PV_BLOCK):
         b1 = min(b0 + PV_BLOCK, npos)
         if b1 - b0 == PV_BLOCK:
-            d = _quant_block32(p, b0)
+            d = _quant_block(p, b0)
         else:  # the last, partial block: the same operations one position at a time
             top = np.float32(0.0)  # w >= 0 (probabilities times scales)
             for t in range(b0, b1):

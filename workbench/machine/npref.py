@@ -341,7 +341,8 @@ class NumpyMachine:
             self.vf[l, h, self.seqs, self.positions] = v
 
     def _attention(self, op) -> None:
-        """One part's columns (isa.part_cols) and the n_rep query heads of one kv-head at once; positions beyond a column's own are masked."""
+        """One part's columns (isa.part_cols) and the n_rep query heads of one kv-head at once; positions beyond a
+        column's own are masked."""
         cfg = self.config
         hd, h, l = cfg.head_dim, int(op["aux"]), int(op["layer"])
         n_rep = cfg.n_heads // cfg.n_kv_heads
@@ -394,9 +395,10 @@ class NumpyMachine:
 
 
 def _pv_int8(w: np.ndarray, vq: np.ndarray) -> np.ndarray:
-    """kernels._pv_int8 for (C, n_rep, T) weights w = p x v-scale (0 at masked positions) and (C, T, hd) int8
-    values: w quantized per block of PV_BLOCK positions, exact integer sums per block, fp32 sum of d x block sum
-    over the blocks in order. All-zero blocks past a column's own positions add +0.0, which changes nothing."""
+    """kernels._pv_int8 for (C, n_rep, T) weights w = p x v-scale (0 at masked positions and where p < PV_P_MIN)
+    and (C, T, hd) int8 values: w quantized per block of PV_BLOCK positions, exact integer sums per block, fp32
+    sum of d x block sum over the blocks in order. All-zero blocks past a column's own positions add +0.0, which
+    changes nothing."""
     C, R, T = w.shape
     nb = -(-T // K.PV_BLOCK)
     pad = nb * K.PV_BLOCK - T
