@@ -548,7 +548,59 @@ def _qk_dots(typingctx, qq, keys, hd, npos, out):
     return nbtypes.void(qq, keys, nbtypes.int64, nbtypes.int64, out), codegen
 
 
-@njit(cache=True, nogil=True)
+@intrinsic
+def _scale_max(typingctx, scores, kscale, dq, inv, npos):
+    """scores[t] <- ((dq x kscale[t]) x scores[t]) x inv for t < npos, eight at a time, and returns their maximum
+    (-inf for none). The same fp32 operations per element as the scalar loop; the maximum does not depend on the
+    order it is taken in (only the sign of a zero maximum could, and exp(score - max) does not see it)."""
+    f32 = nbtypes.float32
+    arrays = all(isinstance(a, nbtypes.Array) and a.dtype == f32 and a.layout == "C" for a in (scores, kscale))
+    if not (arrays and dq == f32 and inv == f32):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ft = ir.FloatType()
+        vty = ir.VectorType(ft, 8)
+        sp, kp = (context.make_array(signature.args[i])(context, builder, args[i]).data for i in (0, 1))
+        dq_v, inv_v, n = args[2], args[3], args[4]
+
+        def splat(x):
+            one = builder.insert_element(ir.Constant(vty, ir.Undefined), x, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, ir.Constant(vty, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8))
+        ninf = float("-inf")
+        top = cgutils.alloca_once_value(builder, ir.Constant(vty, [ninf] * 8))
+        eight = ir.Constant(n.type, 8)
+        full = builder.sdiv(n, eight)
+        dqs, invs = splat(dq_v), splat(inv_v)
+        with cgutils.for_range(builder, full) as loop:
+            off = builder.mul(loop.index, eight)
+            sptr = builder.bitcast(builder.gep(sp, [off]), vty.as_pointer())
+            ks = builder.load(builder.bitcast(builder.gep(kp, [off]), vty.as_pointer()), align=4)
+            sc = builder.fmul(builder.fmul(builder.fmul(dqs, ks), builder.load(sptr, align=4)), invs)
+            builder.store(sc, sptr, align=4)
+            m = builder.load(top)
+            builder.store(builder.select(builder.fcmp_ordered(">", sc, m), sc, m), top)
+        best = cgutils.alloca_once_value(builder, ir.Constant(ft, ninf))
+        lanes = builder.load(top)
+        for k in range(8):
+            e = builder.extract_element(lanes, ir.Constant(ir.IntType(32), k))
+            b = builder.load(best)
+            builder.store(builder.select(builder.fcmp_ordered(">", e, b), e, b), best)
+        base = builder.mul(full, eight)
+        with cgutils.for_range(builder, builder.sub(n, base)) as loop:
+            t = builder.add(base, loop.index)
+            ptr = builder.gep(sp, [t])
+            sc = builder.fmul(builder.fmul(builder.fmul(dq_v, builder.load(builder.gep(kp, [t]))), builder.load(ptr)),
+                              inv_v)
+            builder.store(sc, ptr)
+            b = builder.load(best)
+            builder.store(builder.select(builder.fcmp_ordered(">", sc, b), sc, b), best)
+        return builder.load(best)
+    return f32(scores, kscale, f32, f32, nbtypes.int64), codegen
+
+
+@njit(cache=True, nogil=True, error_model="numpy")  # IEEE division: no zero check to block vectorising
 def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores, qq, out):
     """Attention of the n_rep query heads of kv-head h over positions 0..npos-1 of an int8 KV cache."""
     inv = np.float32(1.0 / math.sqrt(hd))
@@ -560,10 +612,7 @@ def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores
         mx = np.float32(-np.inf)
         if hd % 8 == 0:  # the integer dot products eight lanes at a time, then the same scaling per position
             _qk_dots(qq, keys, hd, npos, scores)
-            for t in range(npos):
-                sc = (dq * kscale[t]) * scores[t] * inv
-                scores[t] = sc
-                mx = sc if sc > mx else mx
+            mx = _scale_max(scores, kscale, dq, inv, npos)
         else:
             for t in range(npos):
                 s = np.int32(0)
@@ -573,23 +622,61 @@ def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores
                 sc = (dq * kscale[t]) * np.float32(s) * inv
                 scores[t] = sc
                 mx = sc if sc > mx else mx
-        _softmax_probs(scores, npos, mx)
+        _softmax_probs(scores, npos, mx, True)
         _pv_int8(scores, vq[l, h, seq], vd[l, h, seq], npos, hd, out)
         for j in range(hd):
             att[c, lo + j] = out[j]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _softmax_probs(scores, npos, mx):
-    """scores[t] <- exp_f32(scores[t] - mx) / (their fp32 sum in t order). Three loops: the exp and the division
-    vectorise, the in-order sum cannot."""
+def _softmax_probs(scores, npos, mx, lanes):
+    """scores[t] <- exp_f32(scores[t] - mx) / (their fp32 sum). The sum runs in t order (llama2.c's, for the f32
+    path), or with ``lanes`` as a vector unit adds: eight lanes, lane k summing t = k mod 8 in order, then the
+    lanes in order (_lane_total8). Three loops: the exp and the division vectorise, an in-order sum cannot."""
     for t in range(npos):
         scores[t] = exp_f32(scores[t] - mx)
-    tot = np.float32(0.0)
-    for t in range(npos):
-        tot += scores[t]
+    if lanes:
+        tot = _lane_total8(scores, npos)
+    else:
+        tot = np.float32(0.0)
+        for t in range(npos):
+            tot += scores[t]
     for t in range(npos):
         scores[t] = scores[t] / tot
+
+
+@intrinsic
+def _lane_total8(typingctx, x, n):
+    """The fp32 sum of x[:n] in eight lanes: lane k adds x[t] for t = k mod 8 in t order from +0.0, then the lanes
+    are added in lane order from +0.0 (npref.lane_total8 is the same order in numpy)."""
+    if not (isinstance(x, nbtypes.Array) and x.dtype == nbtypes.float32 and x.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        vty = ir.VectorType(f32, 8)
+        xp = context.make_array(signature.args[0])(context, builder, args[0]).data
+        n = args[1]
+        eight = ir.Constant(n.type, 8)
+        full = builder.sdiv(n, eight)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * 8))
+        with cgutils.for_range(builder, full) as loop:
+            v = builder.load(builder.bitcast(builder.gep(xp, [builder.mul(loop.index, eight)]), vty.as_pointer()),
+                             align=4)
+            builder.store(builder.fadd(builder.load(acc), v), acc)
+        base = builder.mul(full, eight)
+        with cgutils.for_range(builder, builder.sub(n, base)) as loop:
+            k = loop.index
+            lanes = builder.load(acc)
+            tail = builder.load(builder.gep(xp, [builder.add(base, k)]))
+            lane = builder.fadd(builder.extract_element(lanes, k), tail)
+            builder.store(builder.insert_element(lanes, lane, k), acc)
+        lanes = builder.load(acc)
+        tot = ir.Constant(f32, 0.0)
+        for k in range(8):
+            tot = builder.fadd(tot, builder.extract_element(lanes, ir.Constant(ir.IntType(32), k)))
+        return tot
+    return nbtypes.float32(x, nbtypes.int64), codegen
 
 
 def _lane_sum(p, values, out, exact):
@@ -746,7 +833,7 @@ def _pv_int8(p, values, vscale, npos, hd, buf):
             buf[j] += d * buf[hd + j]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")  # IEEE division: no zero check to block vectorising
 def attention_f32(q, att, c, h, n_rep, hd, npos, kf, vf, l, seq, scores, out):
     """The f32 reference path: float K and V."""
     inv = np.float32(1.0 / math.sqrt(hd))
@@ -764,7 +851,7 @@ def attention_f32(q, att, c, h, n_rep, hd, npos, kf, vf, l, seq, scores, out):
             scores[t] = s
             if s > mx:
                 mx = s
-        _softmax_probs(scores, npos, mx)
+        _softmax_probs(scores, npos, mx, False)
         _weighted_sum(scores, vf[l, h, seq], npos, hd, out)
         for j in range(hd):
             att[c, lo + j] = out[j]

@@ -36,6 +36,14 @@ def seq_sum(terms: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.take(acc, -1, axis=axis) + F32(0.0)
 
 
+def lane_total8(terms: np.ndarray) -> np.ndarray:
+    """kernels._lane_total8 along the last axis: eight lanes, lane k summing the terms at k mod 8 in order (zeros
+    pad the last group: +0.0 changes no lane), then the lanes in order."""
+    pad = -terms.shape[-1] % 8
+    lanes = np.pad(terms, [(0, 0)] * (terms.ndim - 1) + [(0, pad)]).reshape(*terms.shape[:-1], -1, 8)
+    return seq_sum(seq_sum(lanes, axis=-2), axis=-1)
+
+
 def exp_f32(x: np.ndarray) -> np.ndarray:
     """f32(exp(f64(x))) with libm's exp, element by element (vectorised np.exp may differ by an ulp)."""
     flat = np.asarray(x, dtype=np.float64).ravel().tolist()
@@ -371,7 +379,7 @@ class NumpyMachine:
         mx = scores.max(axis=2, keepdims=True)
         with np.errstate(invalid="ignore"):                          # -inf - (-inf) in fully masked rows
             e = np.where(live[:, None, :], exp_f32_poly(scores - mx), F32(0.0))
-        tot = seq_sum(e, axis=2)                                     # (C, n_rep)
+        tot = lane_total8(e) if self.options.kv_int8 else seq_sum(e, axis=2)   # (C, n_rep)
         p = e / tot[:, :, None]                                      # masked positions: exactly 0
         if self.options.kv_int8:
             w = np.where(p >= K.PV_P_MIN, p * self.vd[l, h, seqs, :T][:, None, :], F32(0.0))
