@@ -106,6 +106,15 @@ def test_int8_attention_over_several_weight_blocks_bit_exact(teaching, stories, 
     assert_bit_exact(teaching, stories, opts, 30 if batch == 1 else 4, prompt=prompt)
 
 
+@pytest.mark.parametrize("precision", ["int8", "f32"])
+def test_head_size_not_a_multiple_of_8_bit_exact(teaching, precision):
+    """Head size 12: the scalar q.K loop and the scalar remainder lanes of p.V (the vector paths take 8 at a time)."""
+    cfg = ModelConfig("hd12", dim=48, hidden_dim=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=64, seq_len=64)
+    assert cfg.head_dim % 8
+    prompt = [1] + [(5 * i) % 60 + 2 for i in range(39)]
+    assert_bit_exact(teaching, random_model(cfg, seed=3, scale=0.2), _opts(precision, "tensor", 1), 6, prompt=prompt)
+
+
 def test_int8_pv_is_close_to_the_float_weighted_sum():
     """The int8 p.V (weights quantized per block of positions, one scale each) stays within its quantization error
     of the float sum of p x dequantized V: half a step of each block's scale per position, times |v|."""

@@ -56,23 +56,6 @@ N_C = 7
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _blocks(ncol, block):
-    """How many blocks of ``block`` columns an op streams ``ncol`` columns in (at least one)."""
-    return (ncol + block - 1) // block if ncol > block else 1
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _part_cols(part, n_parts, ncol, block):
-    """isa.part_cols: columns [lo, hi) of ``part`` of ``n_parts``, no more parts used than blocks of columns."""
-    if n_parts <= 0:
-        return 0, ncol
-    used = min(n_parts, _blocks(ncol, block))
-    if part >= used:
-        return ncol, ncol
-    return (part * ncol + used - 1) // used, ((part + 1) * ncol + used - 1) // used
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _routed(sel, c, e, n_used):
     """Does column c go through expert e? Every column goes through a dense op (e < 0)."""
     if e < 0:
@@ -278,7 +261,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             # columns stream within a layer; a layer's first ops wait for the whole of the previous layer's results
             for t in range(n_tiles):
                 pipe[0, t] = clock[t]
-        k_cols = _blocks(ncol, block)
+        k_cols = isa.blocks(ncol, block)
         t0 = pipe[0, tile] if pipe[0, tile] > pipe[1, tile] else pipe[1, tile]
         dur = 0.0
         if code == isa.MATMUL:
@@ -443,11 +426,11 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             # tile), the spilled ones from off-chip memory
             l = ops[i, O_LAYER]
             h = ops[i, O_AUX]
-            c_lo, c_hi = _part_cols(ops[i, O_R0], ops[i, O_R1], ncol, block)
+            c_lo, c_hi = isa.part_cols(ops[i, O_R0], ops[i, O_R1], ncol, block)
             if c_hi <= c_lo:  # no columns for this part (one sequence decoding): it does not run
                 i += 1
                 continue
-            k_cols = _blocks(c_hi - c_lo, block)
+            k_cols = isa.blocks(c_hi - c_lo, block)
             home = kv_home[l, h]
             if tile != home and clock[home] > t0:
                 t0 = clock[home]  # the home tile has written this step's K and V
@@ -602,7 +585,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
             # SEND for an attention part carries that part's columns only, an expert's transfers its columns)
             if ops[i, O_R1] > 0 or ops[i, O_AUX] >= 0:
                 if ops[i, O_R1] > 0:
-                    c_lo, c_hi = _part_cols(ops[i, O_R0], ops[i, O_R1], ncol, block)
+                    c_lo, c_hi = isa.part_cols(ops[i, O_R0], ops[i, O_R1], ncol, block)
                     ncol = c_hi - c_lo
                 else:  # an expert's transfers: the columns routed to it
                     routed = 0
@@ -613,7 +596,7 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                 if ncol == 0:  # an attention part or an expert without columns this pass
                     i += 1
                     continue
-                k_cols = _blocks(ncol, block)
+                k_cols = isa.blocks(ncol, block)
             kind = ops[i, O_KIND]
             t_lo = cset[i, C_TOFF]
             t_hi = t_lo + cset[i, C_TCNT]

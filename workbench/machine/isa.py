@@ -7,6 +7,7 @@ decode step (or one prefill chunk) executes, like the compiled schedule of a Gro
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 # Opcodes. Compute ops run on ``tile``; COMM ops move bytes along mesh paths.
 EMBED, RMSNORM, QUANT, MATMUL, ROPE, KV_WRITE, ATTN, SEND, REDUCE, SILU_MUL, RESADD, \
@@ -57,14 +58,21 @@ OP_DTYPE = np.dtype([(name, np.int64) for name, _ in OP_FIELDS])
 F = {name: i for i, (name, _) in enumerate(OP_FIELDS)}
 
 
-def part_cols(part: int, n_parts: int, ncol: int, block_cols: int = 1) -> tuple[int, int]:
+@njit(cache=True, nogil=True, inline="always")
+def blocks(ncol, block):
+    """How many blocks of ``block`` columns an op streams ``ncol`` columns in (at least one)."""
+    return (ncol + block - 1) // block if ncol > block else 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def part_cols(part, n_parts, ncol, block_cols):
     """Columns [lo, hi) of ``part`` of an op split ``n_parts`` ways (an ATTN part and its SENDs). A pass uses no
     more parts than it has blocks of ``block_cols`` columns, so that a part is worth its transfers; part 0 takes
     the first columns (one column runs on part 0 alone), parts beyond those used get none. ``n_parts`` 0: every
-    column. executor._part_cols mirrors this."""
+    column. One definition for the executor (compiled into it), the numpy interpreter and the projection."""
     if n_parts <= 0:
         return 0, ncol
-    used = min(n_parts, max(1, -(-ncol // max(block_cols, 1))))
+    used = min(n_parts, blocks(ncol, block_cols))
     if part >= used:
         return ncol, ncol
     return (part * ncol + used - 1) // used, ((part + 1) * ncol + used - 1) // used

@@ -609,19 +609,16 @@ def attention_int8(q, att, c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq, scores
     for hq in range(h * n_rep, (h + 1) * n_rep):
         lo = hq * hd
         dq = quantize_vec(q, c, lo, hd, qq)
-        mx = np.float32(-np.inf)
-        if hd % 8 == 0:  # the integer dot products eight lanes at a time, then the same scaling per position
+        if hd % 8 == 0:  # the integer dot products, eight lanes at a time
             _qk_dots(qq, keys, hd, npos, scores)
-            mx = _scale_max(scores, kscale, dq, inv, npos)
         else:
             for t in range(npos):
                 s = np.int32(0)
                 krow = keys[t]
                 for j in range(hd):
                     s += np.int32(qq[j]) * np.int32(krow[j])
-                sc = (dq * kscale[t]) * np.float32(s) * inv
-                scores[t] = sc
-                mx = sc if sc > mx else mx
+                scores[t] = np.float32(s)
+        mx = _scale_max(scores, kscale, dq, inv, npos)
         _softmax_probs(scores, npos, mx, True)
         _pv_int8(scores, vq[l, h, seq], vd[l, h, seq], npos, hd, out)
         for j in range(hd):
