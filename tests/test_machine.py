@@ -15,7 +15,7 @@ from workbench.compiler import CompileOptions, compile_plan
 from workbench.errors import CompileError
 from workbench.machine import isa
 from workbench.machine.machine import Machine
-from workbench.machine import kernels as K
+from workbench.machine import attention as A
 from workbench.machine.npref import NumpyMachine
 from workbench.model.config import ModelConfig
 from workbench.model.load import load_model, random_model
@@ -101,8 +101,8 @@ def test_int8_attention_over_several_weight_blocks_bit_exact(teaching, stories, 
     """p.V runs on the MAC array in blocks of PV_BLOCK positions: a 70-token prompt spans three blocks, the last
     partial, and decoding crosses into a fourth."""
     prompt = [1] + [(7 * i) % 500 + 2 for i in range(69)]
-    assert 2 * K.PV_BLOCK < len(prompt) < 3 * K.PV_BLOCK
-    opts = CompileOptions(precision="int8", mapping="tensor", batch=batch, prefill_chunk=16, context=3 * K.PV_BLOCK + 8)
+    assert 2 * A.PV_BLOCK < len(prompt) < 3 * A.PV_BLOCK
+    opts = CompileOptions(precision="int8", mapping="tensor", batch=batch, prefill_chunk=16, context=3 * A.PV_BLOCK + 8)
     assert_bit_exact(teaching, stories, opts, 30 if batch == 1 else 4, prompt=prompt)
 
 
@@ -126,11 +126,11 @@ def test_int8_pv_is_close_to_the_float_weighted_sum():
     vq = rng.integers(-127, 128, (npos, hd)).astype(np.int8)
     vd = rng.uniform(0.001, 0.02, npos).astype(np.float32)
     buf = np.zeros(2 * hd, np.float32)
-    K._pv_int8(p.copy(), vq, vd, npos, hd, buf)
+    A._pv_int8(p.copy(), vq, vd, npos, hd, buf)
     exact = (p.astype(np.float64) * vd)[:, None] * vq.astype(np.float64)
     w = (p * vd).astype(np.float64)
-    step = np.concatenate([np.full(min(K.PV_BLOCK, npos - b), w[b:b + K.PV_BLOCK].max() / 127)
-                           for b in range(0, npos, K.PV_BLOCK)])
+    step = np.concatenate([np.full(min(A.PV_BLOCK, npos - b), w[b:b + A.PV_BLOCK].max() / 127)
+                           for b in range(0, npos, A.PV_BLOCK)])
     bound = (0.5 * step[:, None] * np.abs(vq)).sum(axis=0) + 1e-6
     err = np.abs(buf[:hd] - exact.sum(axis=0))
     assert (err <= bound).all()

@@ -13,6 +13,7 @@ from numba import njit
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from .. import cost as cm
+from . import attention as A
 from . import isa
 from . import kernels as K
 from .topology import route_links
@@ -454,14 +455,14 @@ def run(start, stop, ops, cset, clinks, ctiles, st, fs, params_arr, fmt_prec,
                     run_pos = npos
                 if numeric:
                     if st[S_KV_INT8] == 1:
-                        K.attention_int8(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq,
+                        A.attention_int8(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kq, kd, vq, vd, l, seq,
                                          scores, qq, headout)
                     else:
-                        K.attention_f32(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores,
+                        A.attention_f32(act[2], act[ops[i, O_OUT]], c, h, n_rep, hd, npos, kf, vf, l, seq, scores,
                                         headout)
                 if st[S_KV_INT8] == 1:  # q.K and the int8 p.V on the MAC array; scales, softmax, quantizing w
                     macs += 2 * n_rep * npos * hd
-                    vec += n_rep * (10 * npos + hd * ((npos + K.PV_BLOCK - 1) // K.PV_BLOCK) + 2 * hd)
+                    vec += n_rep * (10 * npos + hd * ((npos + A.PV_BLOCK - 1) // A.PV_BLOCK) + 2 * hd)
                 else:  # q.K on the MAC array (f32), p.V and the softmax on the vector unit
                     macs += n_rep * npos * hd
                     vec += n_rep * npos * (hd + 4)

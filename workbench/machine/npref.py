@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import MachineFault, WorkbenchError
 from ..model.quant import quantize_activations_q8, round_half_away
 from ..model.sampling import rng_state, sample
+from . import attention as A
 from . import isa
 from . import kernels as K
 from .machine import rope_tables
@@ -37,7 +38,7 @@ def seq_sum(terms: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def lane_total8(terms: np.ndarray) -> np.ndarray:
-    """kernels._lane_total8 along the last axis: eight lanes, lane k summing the terms at k mod 8 in order (zeros
+    """attention._lane_total8 along the last axis: eight lanes, lane k summing the terms at k mod 8 in order (zeros
     pad the last group: +0.0 changes no lane), then the lanes in order."""
     pad = -terms.shape[-1] % 8
     lanes = np.pad(terms, [(0, 0)] * (terms.ndim - 1) + [(0, pad)]).reshape(*terms.shape[:-1], -1, 8)
@@ -382,7 +383,7 @@ class NumpyMachine:
         tot = lane_total8(e) if self.options.kv_int8 else seq_sum(e, axis=2)   # (C, n_rep)
         p = e / tot[:, :, None]                                      # masked positions: exactly 0
         if self.options.kv_int8:
-            w = np.where(p >= K.PV_P_MIN, p * self.vd[l, h, seqs, :T][:, None, :], F32(0.0))
+            w = np.where(p >= A.PV_P_MIN, p * self.vd[l, h, seqs, :T][:, None, :], F32(0.0))
             out = _pv_int8(w, self.vq[l, h, seqs, :T])
         else:
             out = seq_sum(p[:, :, :, None] * values[:, None, :, :], axis=2)   # (C, n_rep, hd)
@@ -403,17 +404,17 @@ class NumpyMachine:
 
 
 def _pv_int8(w: np.ndarray, vq: np.ndarray) -> np.ndarray:
-    """kernels._pv_int8 for (C, n_rep, T) weights w = p x v-scale (0 at masked positions and where p < PV_P_MIN)
+    """attention._pv_int8 for (C, n_rep, T) weights w = p x v-scale (0 at masked positions and where p < PV_P_MIN)
     and (C, T, hd) int8 values: w quantized per block of PV_BLOCK positions, exact integer sums per block, fp32
     sum of d x block sum over the blocks in order. All-zero blocks past a column's own positions add +0.0, which
     changes nothing."""
     C, R, T = w.shape
-    nb = -(-T // K.PV_BLOCK)
-    pad = nb * K.PV_BLOCK - T
-    wb = np.pad(w, ((0, 0), (0, 0), (0, pad))).reshape(C * R * nb, K.PV_BLOCK)
+    nb = -(-T // A.PV_BLOCK)
+    pad = nb * A.PV_BLOCK - T
+    wb = np.pad(w, ((0, 0), (0, 0), (0, pad))).reshape(C * R * nb, A.PV_BLOCK)
     wq, d = _quantize_head(wb)
-    wq = wq.reshape(C, R, nb, K.PV_BLOCK).astype(np.int64)
-    vb = np.pad(vq, ((0, 0), (0, pad), (0, 0))).reshape(C, nb, K.PV_BLOCK, -1).astype(np.int64)
+    wq = wq.reshape(C, R, nb, A.PV_BLOCK).astype(np.int64)
+    vb = np.pad(vq, ((0, 0), (0, pad), (0, 0))).reshape(C, nb, A.PV_BLOCK, -1).astype(np.int64)
     sums = np.einsum("crbt,cbtj->crbj", wq, vb).astype(F32)       # |sum| < 2^24: exact in fp32
     return seq_sum(d.reshape(C, R, nb)[..., None] * sums, axis=2)   # (C, n_rep, hd)
 
